@@ -1,0 +1,12 @@
+//! edgecsm: a CPU-only, allocation-conscious runtime for Kyutai's Mimi codec and Sesame's CSM.
+//!
+//! Modules follow the data flow: [`kernels`] (matmul, conv and the small building blocks, with
+//! scalar references and SIMD twins chosen at start-up) -> [`weights`] (memory-mapped
+//! safetensors, validation, quantization) -> model code -> streaming -> CLI/daemon.
+
+pub mod error;
+pub mod kernels;
+pub mod quantize;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! `edgecsm quantize` (filled in by the weights work).

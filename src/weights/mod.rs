@@ -1,0 +1,1 @@
+//! Memory-mapped safetensors weights (filled in by the weights work).
