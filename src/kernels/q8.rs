@@ -26,13 +26,13 @@ pub fn quantize_weight_row(x: &[f32], q: &mut [i8], d: &mut [f16]) {
     let nb = blocks(x.len());
     assert_eq!(q.len(), nb * QK, "q8 row: int8 length");
     assert_eq!(d.len(), nb, "q8 row: scale length");
-    for b in 0..nb {
+    for (b, db) in d.iter_mut().enumerate() {
         let lo = b * QK;
         let hi = (lo + QK).min(x.len());
         let src = &x[lo..hi];
         let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
         let scale = f16::from_f32(amax / 127.0);
-        d[b] = scale;
+        *db = scale;
         let s = scale.to_f32();
         let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
         let dst = &mut q[lo..lo + QK];
