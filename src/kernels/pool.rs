@@ -246,7 +246,7 @@ mod tests {
                 for p in 0..parts {
                     let r = Pool::split(len, p, parts, 4);
                     assert_eq!(r.start, next);
-                    assert!(r.start % 4 == 0 || r.start == len);
+                    assert!(r.start.is_multiple_of(4) || r.start == len);
                     next = r.end;
                 }
                 assert_eq!(next, len);
