@@ -1,0 +1,81 @@
+//! The steady state allocates nothing: after a warm-up call, threaded matrix products in every
+//! weight format make zero heap allocations (counted by a global allocator wrapper).
+
+use edgecsm::kernels::matmul::{QScratch, matmul};
+use edgecsm::kernels::q8::{QK, blocks, quantize_weight_row};
+use edgecsm::kernels::{Kernels, Mat, Pool};
+use half::f16;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn threaded_matmul_allocates_nothing_after_warm_up() {
+    let k = Kernels::get();
+    let pool = Pool::new(2);
+    let (rows, cols, n) = (96, 200, 3);
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| (i % 13) as f32 * 0.1 - 0.6)
+        .collect();
+    let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+    let nb = blocks(cols);
+    let mut q = vec![0i8; rows * nb * QK];
+    let mut d = vec![f16::ZERO; rows * nb];
+    for r in 0..rows {
+        quantize_weight_row(
+            &w[r * cols..(r + 1) * cols],
+            &mut q[r * nb * QK..(r + 1) * nb * QK],
+            &mut d[r * nb..(r + 1) * nb],
+        );
+    }
+    let mats = [
+        Mat::F32 { w: &w, rows, cols },
+        Mat::F16 { w: &wh, rows, cols },
+        Mat::Q8 {
+            q: &q,
+            d: &d,
+            rows,
+            cols,
+        },
+    ];
+    let x: Vec<f32> = (0..n * cols).map(|i| (i % 7) as f32 - 3.0).collect();
+    let mut y = vec![0f32; n * rows];
+    let mut s = QScratch::new(n, cols);
+    // warm-up: thread handles and lazy statics are created once
+    for m in &mats {
+        matmul(k, &pool, m, &x, &mut y, &mut s);
+        matmul(k, &pool, m, &x[..cols], &mut y[..rows], &mut s);
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..200 {
+        for m in &mats {
+            matmul(k, &pool, m, &x, &mut y, &mut s);
+            matmul(k, &pool, m, &x[..cols], &mut y[..rows], &mut s);
+        }
+    }
+    let after = ALLOCS.load(Ordering::Relaxed);
+    assert_eq!(after - before, 0, "heap allocations in the steady state");
+}
