@@ -175,6 +175,11 @@ impl KvCache {
                 self.capacity
             );
         }
+        let oldest = self.pos[(self.next + self.capacity - self.len) % self.capacity];
+        assert!(
+            oldest <= first_pos,
+            "attend: the query at position {first_pos} precedes the cache's first key ({oldest})"
+        );
         let group = n_heads / self.n_kv_heads;
         let kvrow = self.n_kv_heads * hd;
         let scale = 1.0 / (hd as f32).sqrt();
