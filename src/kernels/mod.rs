@@ -7,10 +7,15 @@
 //! rows ([`pool`]), matrix-vector and matrix-matrix products ([`matmul`]) and the model building
 //! blocks — is written once on top of it.
 
+pub mod act;
+pub mod attention;
+pub mod conv;
 pub mod dispatch;
 pub mod matmul;
+pub mod norm;
 pub mod pool;
 pub mod q8;
+pub mod rope;
 pub mod scalar;
 
 #[cfg(target_arch = "aarch64")]

@@ -1,0 +1,171 @@
+//! Element-wise activations (in place) and the row softmax.
+
+/// ELU with alpha 1: `x` if `x > 0`, else `exp(x) - 1` (PyTorch `nn.ELU()`).
+pub fn elu(x: &mut [f32]) {
+    for v in x {
+        if *v <= 0.0 {
+            *v = v.exp_m1();
+        }
+    }
+}
+
+/// Exact GELU, PyTorch's `gelu(approximate='none')`: `0.5 * x * (1 + erf(x / sqrt 2))`.
+pub fn gelu(x: &mut [f32]) {
+    for v in x {
+        *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// SiLU (swish): `x * sigmoid(x) = x / (1 + exp(-x))`.
+pub fn silu(x: &mut [f32]) {
+    for v in x {
+        *v = silu1(*v);
+    }
+}
+
+#[inline]
+fn silu1(v: f32) -> f32 {
+    v / (1.0 + (-v).exp())
+}
+
+/// SwiGLU with separate products: `gate[i] = silu(gate[i]) * up[i]` in place.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "silu_mul: gate and up lengths differ");
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = silu1(*g) * u;
+    }
+}
+
+/// SwiGLU from one fused product: `gate_up` is `[t, 2 * hidden]` with each row `[gate(hidden),
+/// up(hidden)]` (the gate and up projections stacked as one `[2 * hidden, d]` weight), and
+/// `out` is `[t, hidden]` with `out[t, i] = silu(gate[t, i]) * up[t, i]`.
+pub fn swiglu(gate_up: &[f32], hidden: usize, out: &mut [f32]) {
+    assert!(hidden > 0, "swiglu: zero hidden size");
+    assert!(
+        gate_up.len().is_multiple_of(2 * hidden) && out.len() * 2 == gate_up.len(),
+        "swiglu: gate_up ({}) must be [t, 2 * {hidden}] and out ({}) [t, {hidden}]",
+        gate_up.len(),
+        out.len()
+    );
+    for (row, o) in gate_up
+        .chunks_exact(2 * hidden)
+        .zip(out.chunks_exact_mut(hidden))
+    {
+        let (g, u) = row.split_at(hidden);
+        for ((ov, gv), uv) in o.iter_mut().zip(g).zip(u) {
+            *ov = silu1(*gv) * uv;
+        }
+    }
+}
+
+/// Softmax of one row in place: `exp(x - max) / sum`. `-inf` entries become 0; the row must
+/// hold at least one finite value.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    assert!(
+        max.is_finite() || x.is_empty(),
+        "softmax: no finite value in the row"
+    );
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(f: fn(&mut [f32]), cases: &[(f64, f64)], tol: f64, name: &str) {
+        let mut x: Vec<f32> = cases.iter().map(|c| c.0 as f32).collect();
+        f(&mut x);
+        for (got, &(inp, want)) in x.iter().zip(cases) {
+            assert!(
+                (*got as f64 - want).abs() <= tol * (1.0 + want.abs()),
+                "{name}({inp}) = {got}, want {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn gelu_matches_the_erf_form() {
+        // 0.5 x (1 + erf(x / sqrt 2)), from high-precision references
+        check(
+            gelu,
+            &[
+                (0.0, 0.0),
+                (1.0, 0.8413447460685429),
+                (-2.0, -0.04550026389635842),
+                (0.5, 0.34573123063700656),
+                (-0.5, -0.15426876936299344),
+                (3.0, 2.99595030590511),
+                (-6.0, -5.919525869479969e-09),
+                (10.0, 10.0),
+            ],
+            2e-7,
+            "gelu",
+        );
+    }
+
+    #[test]
+    fn elu_and_silu_known_values() {
+        check(
+            elu,
+            &[
+                (1.5, 1.5),
+                (0.0, 0.0),
+                (-1.0, -0.6321205588285577),
+                (-1e-4, -9.999500016666251e-05),
+                (-20.0, -0.9999999979388464),
+            ],
+            2e-7,
+            "elu",
+        );
+        check(
+            silu,
+            &[
+                (0.0, 0.0),
+                (1.0, 0.7310585786300049),
+                (-1.0, -0.2689414213699951),
+                (5.0, 4.966535745378576),
+                (-100.0, -3.720075976020836e-42),
+            ],
+            2e-7,
+            "silu",
+        );
+    }
+
+    #[test]
+    fn swiglu_forms_agree() {
+        let gate_up: Vec<f32> = (0..12).map(|i| i as f32 * 0.37 - 2.0).collect();
+        let mut out = vec![0f32; 6];
+        swiglu(&gate_up, 3, &mut out);
+        for t in 0..2 {
+            let mut g = gate_up[t * 6..t * 6 + 3].to_vec();
+            silu_mul(&mut g, &gate_up[t * 6 + 3..t * 6 + 6]);
+            for i in 0..3 {
+                let x = gate_up[t * 6 + i] as f64;
+                let want = x / (1.0 + (-x).exp()) * gate_up[t * 6 + 3 + i] as f64;
+                assert!((out[t * 3 + i] as f64 - want).abs() < 1e-6, "{t} {i}");
+                assert_eq!(g[i], out[t * 3 + i]);
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_is_stable_and_normalized() {
+        let mut x = vec![1000.0f32, 1001.0, f32::NEG_INFINITY, 999.0];
+        softmax(&mut x);
+        let e = [(-1f64).exp(), 1.0, 0.0, (-2f64).exp()];
+        let s: f64 = e.iter().sum();
+        for (g, w) in x.iter().zip(e) {
+            assert!((*g as f64 - w / s).abs() < 1e-6, "{g} vs {}", w / s);
+        }
+        assert_eq!(x[2], 0.0);
+    }
+}
