@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod kernels;
+pub mod mimi;
 pub mod quantize;
 pub mod weights;
 
