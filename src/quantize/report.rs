@@ -137,3 +137,27 @@ impl fmt::Display for Summary {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::q8::snr_db;
+
+    #[test]
+    fn row_accumulation_equals_whole_tensor_snr() {
+        let x: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin()).collect();
+        let y: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + (i % 7) as f32 * 1e-3)
+            .collect();
+        let mut acc = SnrAcc::default();
+        for (a, b) in x.chunks(30).zip(y.chunks(30)) {
+            acc.add(a, b);
+        }
+        assert!((acc.db() - snr_db(&x, &y)).abs() < 1e-9);
+        let mut exact = SnrAcc::default();
+        exact.add(&x, &x);
+        assert_eq!(exact.db(), f64::INFINITY);
+    }
+}

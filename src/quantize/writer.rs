@@ -169,3 +169,78 @@ impl StreamWriter {
         Error::Invalid(format!("{}: {msg}", self.path.display()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::SafeTensors;
+
+    fn tensors() -> Vec<OutTensor> {
+        let t = |name: &str, dtype, shape: &[usize]| OutTensor {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+        };
+        vec![
+            t("q", Dtype::I8, &[3]),
+            t("h", Dtype::F16, &[3]),
+            t("f", Dtype::F32, &[1]),
+            t("l", Dtype::I64, &[1]),
+        ]
+    }
+
+    #[test]
+    fn layout_is_aligned_and_readable_by_the_reference_parser() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.safetensors");
+        let meta = BTreeMap::from([("format".to_string(), "edgecsm".to_string())]);
+        let mut w = StreamWriter::create(&p, tensors(), meta).unwrap();
+        assert_eq!(w.order(), ["l", "f", "h", "q"]);
+        for (name, len) in [("l", 8), ("f", 4), ("h", 6), ("q", 3)] {
+            w.begin(name).unwrap();
+            // in two pieces: the writer streams
+            w.write(&vec![len as u8; len - 1]).unwrap();
+            w.write(&[len as u8]).unwrap();
+        }
+        assert_eq!(w.finish().unwrap(), 21);
+        let bytes = std::fs::read(&p).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.tensor("h").unwrap().data(), &[6u8; 6]);
+        assert_eq!(st.tensor("q").unwrap().dtype(), Dtype::I8);
+        let base = bytes.as_ptr() as usize;
+        for (name, align) in [("l", 8), ("f", 4), ("h", 2)] {
+            let at = st.tensor(name).unwrap().data().as_ptr() as usize - base;
+            assert_eq!(at % align, 0, "{name}");
+        }
+    }
+
+    #[test]
+    fn misuse_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.safetensors");
+        let mut w = StreamWriter::create(&p, tensors(), BTreeMap::new()).unwrap();
+        assert!(w.begin("q").is_err());
+        assert!(w.write(&[0]).is_err());
+        w.begin("l").unwrap();
+        assert!(w.write(&[0; 9]).is_err());
+        w.write(&[0; 7]).unwrap();
+        assert!(
+            w.begin("f")
+                .unwrap_err()
+                .to_string()
+                .contains("`l` is 1 bytes short")
+        );
+        let w = StreamWriter::create(&p, tensors(), BTreeMap::new()).unwrap();
+        assert!(
+            w.finish()
+                .unwrap_err()
+                .to_string()
+                .contains("never written")
+        );
+        let mut dup = tensors();
+        dup.push(dup[0].clone());
+        assert!(StreamWriter::create(&p, dup, BTreeMap::new()).is_err());
+    }
+}
