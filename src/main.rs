@@ -1,1 +1,106 @@
-fn main() {}
+//! The `edgecsm` command line: one subcommand per task, global options shared by all.
+//!
+//! Every failure is printed as one `error: <message>` line on stderr with a non-zero exit code.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use edgecsm::kernels::Kernels;
+use edgecsm::quantize::{self, Mode};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "edgecsm",
+    version,
+    about = "CPU speech runtime: Mimi codec and CSM"
+)]
+struct Cli {
+    /// Compute threads (0 = one per core).
+    #[arg(long, global = true, default_value_t = 0)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Convert a model directory to Q8 or F16 safetensors for fast, zero-copy loading.
+    Quantize(QuantizeArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DtypeArg {
+    Q8,
+    F16,
+}
+
+#[derive(Args, Debug)]
+struct QuantizeArgs {
+    /// Source model directory (config.json + safetensors shards).
+    #[arg(long)]
+    model: PathBuf,
+    /// Target format.
+    #[arg(long, value_enum)]
+    dtype: DtypeArg,
+    /// Output directory (must not exist unless --force).
+    #[arg(long)]
+    out: PathBuf,
+    /// Keep tensors whose name contains PATTERN at F16 instead of Q8 (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    keep: Vec<String>,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    force: bool,
+    /// Print only the summary, not one line per tensor.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// What every subcommand gets besides its own arguments.
+struct Context {
+    #[allow(dead_code)] // read by the compute subcommands
+    threads: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> edgecsm::Result<()> {
+    Kernels::init()?;
+    let ctx = Context {
+        threads: cli.threads,
+    };
+    match cli.command {
+        Command::Quantize(args) => run_quantize(&ctx, args),
+    }
+}
+
+fn run_quantize(_ctx: &Context, a: QuantizeArgs) -> edgecsm::Result<()> {
+    let opts = quantize::Options {
+        model: a.model,
+        out: a.out,
+        mode: match a.dtype {
+            DtypeArg::Q8 => Mode::Q8,
+            DtypeArg::F16 => Mode::F16,
+        },
+        keep: a.keep,
+        force: a.force,
+    };
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    let mut sink = std::io::sink();
+    let log: &mut dyn Write = if a.quiet { &mut sink } else { &mut lock };
+    let summary = quantize::quantize(&opts, log)?;
+    // a closed stdout (e.g. piped into `head`) is not an error of the conversion
+    let _ = writeln!(lock, "{summary}\nwrote {}", opts.out.display());
+    Ok(())
+}

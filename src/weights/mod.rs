@@ -1,1 +1,399 @@
-//! Memory-mapped safetensors weights (filled in by the weights work).
+//! Memory-mapped safetensors weights.
+//!
+//! [`Weights::open`] takes a Hugging Face model directory (`model.safetensors`, or shards listed
+//! by `model.safetensors.index.json`) or a single `.safetensors` file, maps every file once and
+//! validates its header. Tensors are then looked up by name (under an optional prefix, see
+//! [`Weights::with_prefix`]) through typed accessors that check the shape the model config
+//! implies and the stored dtype:
+//!
+//! - [`Weights::matrix`] gives a [`WeightMatrix`] for the kernels, zero-copy when the stored
+//!   layout is what they read (F32, F16 or the project's Q8, aligned inside the map) and
+//!   converted otherwise (BF16 -> F32, or a misaligned tensor copied out);
+//! - [`Weights::vector`] gives an [`F32Tensor`] of any shape (norms, biases, codebooks);
+//! - [`Weights::info`] / [`Weights::contains`] answer "is it there, what shape, what format"
+//!   for optional tensors and config cross-checks.
+//!
+//! # Q8 on disk
+//! A Q8 matrix `NAME` of logical shape `[rows, cols...]` is stored as `NAME`, dtype I8, shape
+//! `[rows, blocks(cols) * 32]` and `NAME.q8_scale`, dtype F16, shape `[rows, blocks(cols)]`
+//! (see [`crate::kernels::q8`]); files written by `edgecsm quantize` also record every Q8
+//! tensor's logical shape in the `q8_shapes` metadata entry, so the shape check is exact.
+
+mod convert;
+mod dir;
+mod file;
+mod tensor;
+
+pub use convert::{decode_f32, float_size, is_float, push_f16_le, push_f32_le, to_f32_vec};
+pub use dir::{INDEX_FILE, ModelFiles, SINGLE_FILE, ShardIndex, locate};
+pub use file::{SafetensorsFile, StoredTensor};
+pub use safetensors::Dtype;
+pub use tensor::{F32Tensor, WeightMatrix};
+
+use crate::kernels::q8::{QK, blocks};
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use tensor::Store;
+
+/// Suffix of the scale tensor that goes with a Q8 tensor.
+pub const Q8_SCALE_SUFFIX: &str = ".q8_scale";
+/// Metadata key holding a JSON object `{name: [logical shape]}` for the Q8 tensors of a file.
+pub const Q8_SHAPES_KEY: &str = "q8_shapes";
+/// Metadata key and value marking a file written by `edgecsm quantize`.
+pub const FORMAT_KEY: &str = "format";
+pub const FORMAT_EDGECSM: &str = "edgecsm";
+
+/// How a tensor is stored, as the loader sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorFormat {
+    F32,
+    F16,
+    BF16,
+    /// int8 blocks + f16 scales (the tensor and its `.q8_scale` companion).
+    Q8,
+    /// Any other safetensors dtype (not readable as weights).
+    Other(Dtype),
+}
+
+/// The format and logical shape of a stored tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub format: TensorFormat,
+    /// The logical shape (for Q8: the shape before padding when the file records it, else the
+    /// padded int8 shape).
+    pub shape: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    files: ModelFiles,
+    shards: Vec<SafetensorsFile>,
+    /// Full tensor name -> index into `shards`.
+    index: HashMap<String, usize>,
+    /// Logical shapes of Q8 tensors recorded in the files' metadata.
+    q8_shapes: HashMap<String, Vec<usize>>,
+}
+
+/// An open model: every shard mapped, every header validated. Cheap to clone (shared).
+#[derive(Clone, Debug)]
+pub struct Weights {
+    inner: Arc<Inner>,
+    prefix: String,
+}
+
+impl Weights {
+    /// Opens a model directory or a single `.safetensors` file (see the module docs).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let files = locate(path.as_ref())?;
+        let mut shards = Vec::with_capacity(files.shards.len());
+        for p in &files.shards {
+            shards.push(SafetensorsFile::open(p)?);
+        }
+        let mut index = HashMap::new();
+        let mut q8_shapes = HashMap::new();
+        for (i, shard) in shards.iter().enumerate() {
+            for name in shard.names() {
+                if let Some(prev) = index.insert(name.to_string(), i) {
+                    return Err(Error::BadFile {
+                        path: shard.path().to_path_buf(),
+                        msg: format!(
+                            "tensor `{name}` is also stored in {}",
+                            shards[prev].path().display()
+                        ),
+                    });
+                }
+            }
+            if let Some(text) = shard.metadata().get(Q8_SHAPES_KEY) {
+                let shapes: HashMap<String, Vec<usize>> =
+                    serde_json::from_str(text).map_err(|e| Error::BadFile {
+                        path: shard.path().to_path_buf(),
+                        msg: format!("bad `{Q8_SHAPES_KEY}` metadata: {e}"),
+                    })?;
+                q8_shapes.extend(shapes);
+            }
+        }
+        if let Some(ix) = &files.index {
+            for (name, shard_name) in &ix.weight_map {
+                let found = index.get(name).map(|&i| shards[i].path());
+                if found.and_then(|p| p.file_name()) != Some(shard_name.as_ref()) {
+                    return Err(dir::bad_index(
+                        &ix.path,
+                        format!("tensor `{name}` is not in its shard `{shard_name}`"),
+                    ));
+                }
+            }
+        }
+        Ok(Weights {
+            inner: Arc::new(Inner {
+                files,
+                shards,
+                index,
+                q8_shapes,
+            }),
+            prefix: String::new(),
+        })
+    }
+
+    /// The same weights with `prefix` appended to the current prefix: `w.with_prefix("codec_model.")`
+    /// makes `matrix("encoder.layers.0.conv.weight", ..)` read `codec_model.encoder...`.
+    pub fn with_prefix(&self, prefix: &str) -> Weights {
+        Weights {
+            inner: Arc::clone(&self.inner),
+            prefix: format!("{}{prefix}", self.prefix),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The files this model was loaded from.
+    pub fn files(&self) -> &ModelFiles {
+        &self.inner.files
+    }
+
+    /// The open shards.
+    pub fn shards(&self) -> &[SafetensorsFile] {
+        &self.inner.shards
+    }
+
+    /// Names under the current prefix (prefix stripped), sorted, Q8 scale companions left out.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .inner
+            .index
+            .keys()
+            .filter_map(|n| n.strip_prefix(self.prefix.as_str()))
+            .filter(|n| !self.is_q8_scale(&format!("{}{n}", self.prefix)))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether tensor `name` (under the prefix) is stored.
+    pub fn contains(&self, name: &str) -> bool {
+        self.inner.index.contains_key(&self.full(name))
+    }
+
+    /// Format and logical shape of tensor `name`, or None when it is absent.
+    pub fn info(&self, name: &str) -> Option<TensorInfo> {
+        let full = self.full(name);
+        let (_, t) = self.find(&full).ok()?;
+        let format = match t.dtype {
+            Dtype::F32 => TensorFormat::F32,
+            Dtype::F16 => TensorFormat::F16,
+            Dtype::BF16 => TensorFormat::BF16,
+            Dtype::I8 if self.find(&scale_name(&full)).is_ok() => TensorFormat::Q8,
+            d => TensorFormat::Other(d),
+        };
+        let shape = match (format, self.inner.q8_shapes.get(&full)) {
+            (TensorFormat::Q8, Some(s)) => s.clone(),
+            _ => t.shape.clone(),
+        };
+        Some(TensorInfo { format, shape })
+    }
+
+    /// Like [`Weights::info`] but a missing tensor is an error naming it.
+    pub fn require_info(&self, name: &str) -> Result<TensorInfo> {
+        self.info(name).ok_or_else(|| Error::MissingTensor {
+            name: self.full(name),
+        })
+    }
+
+    /// Matrix `name` with expected shape `shape` (rows = first dim, cols = product of the
+    /// rest), in the stored format: F32/F16/Q8 zero-copy when aligned, BF16 converted to F32.
+    pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<WeightMatrix> {
+        let full = self.full(name);
+        let (rows, cols) = mat_dims(&full, shape)?;
+        let (file, t) = self.find(&full)?;
+        match t.dtype {
+            Dtype::I8 => return self.q8_matrix(full, file, t, shape, rows, cols),
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 => {}
+            d => return Err(unsupported(&full, d)),
+        }
+        check_shape(&full, shape, &t.shape)?;
+        let bytes = file.data(t);
+        Ok(match t.dtype {
+            Dtype::F32 => {
+                let w = match Store::mapped(file.map(), t.range.clone()) {
+                    Some(s) => s,
+                    None => Store::Owned(decode(&full, t.dtype, bytes)?),
+                };
+                WeightMatrix::f32(full, rows, cols, w)
+            }
+            Dtype::F16 => {
+                let w = match Store::mapped(file.map(), t.range.clone()) {
+                    Some(s) => s,
+                    None => {
+                        Store::Owned(convert::to_f16_vec(bytes).ok_or_else(|| truncated(&full))?)
+                    }
+                };
+                WeightMatrix::f16(full, rows, cols, w)
+            }
+            _ => {
+                let w = decode(&full, t.dtype, bytes)?;
+                WeightMatrix::f32(full, rows, cols, Store::Owned(w))
+            }
+        })
+    }
+
+    /// Tensor `name` as f32 values with expected shape `shape` (any rank): F32 zero-copy when
+    /// aligned; F16, BF16 and Q8 converted.
+    pub fn vector(&self, name: &str, shape: &[usize]) -> Result<F32Tensor> {
+        let full = self.full(name);
+        let (file, t) = self.find(&full)?;
+        match t.dtype {
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 => {
+                check_shape(&full, shape, &t.shape)?;
+                let data = match Store::mapped(file.map(), t.range.clone()) {
+                    Some(s) if t.dtype == Dtype::F32 => s,
+                    _ => Store::Owned(decode(&full, t.dtype, file.data(t))?),
+                };
+                Ok(F32Tensor::new(full, shape.to_vec(), data))
+            }
+            Dtype::I8 => {
+                let (rows, cols) = mat_dims(&full, shape)?;
+                let m = self.q8_matrix(full.clone(), file, t, shape, rows, cols)?;
+                let mut out = vec![0f32; rows * cols];
+                if cols > 0 {
+                    for (r, o) in out.chunks_exact_mut(cols).enumerate() {
+                        m.mat().row_into(r, o);
+                    }
+                }
+                Ok(F32Tensor::new(full, shape.to_vec(), Store::Owned(out)))
+            }
+            d => Err(unsupported(&full, d)),
+        }
+    }
+
+    /// Tensor `name` as f32 values in whatever shape the file holds (its logical shape).
+    pub fn vector_as_stored(&self, name: &str) -> Result<F32Tensor> {
+        let info = self.require_info(name)?;
+        self.vector(name, &info.shape)
+    }
+
+    fn q8_matrix(
+        &self,
+        full: String,
+        file: &SafetensorsFile,
+        t: &StoredTensor,
+        shape: &[usize],
+        rows: usize,
+        cols: usize,
+    ) -> Result<WeightMatrix> {
+        let sname = scale_name(&full);
+        let (sfile, st) = self.find(&sname).map_err(|_| {
+            Error::bad_tensor(
+                &full,
+                format!("stored as int8 but its Q8 scales `{sname}` are missing"),
+            )
+        })?;
+        if st.dtype != Dtype::F16 {
+            return Err(Error::bad_tensor(
+                &sname,
+                format!("Q8 scales must be F16, found {:?}", st.dtype),
+            ));
+        }
+        let nb = blocks(cols);
+        if t.shape != [rows, nb * QK] || st.shape != [rows, nb] {
+            return Err(Error::bad_tensor(
+                &full,
+                format!(
+                    "expected shape {shape:?} (Q8: int8 [{rows}, {}] + scales [{rows}, {nb}]), \
+                     found int8 {:?} + scales {:?}",
+                    nb * QK,
+                    t.shape,
+                    st.shape
+                ),
+            ));
+        }
+        if let Some(logical) = self.inner.q8_shapes.get(&full)
+            && logical.as_slice() != shape
+        {
+            return Err(Error::bad_tensor(
+                &full,
+                format!("expected shape {shape:?}, found {logical:?} (Q8)"),
+            ));
+        }
+        let q = match Store::mapped(file.map(), t.range.clone()) {
+            Some(s) => s,
+            None => Store::Owned(file.data(t).iter().map(|&b| b as i8).collect()),
+        };
+        let d = match Store::mapped(sfile.map(), st.range.clone()) {
+            Some(s) => s,
+            None => {
+                Store::Owned(convert::to_f16_vec(sfile.data(st)).ok_or_else(|| truncated(&sname))?)
+            }
+        };
+        Ok(WeightMatrix::q8(full, rows, cols, q, d))
+    }
+
+    fn full(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn find(&self, full: &str) -> Result<(&SafetensorsFile, &StoredTensor)> {
+        let missing = || Error::MissingTensor {
+            name: full.to_string(),
+        };
+        let &i = self.inner.index.get(full).ok_or_else(missing)?;
+        let file = &self.inner.shards[i];
+        Ok((file, file.get(full).ok_or_else(missing)?))
+    }
+
+    fn is_q8_scale(&self, full: &str) -> bool {
+        full.strip_suffix(Q8_SCALE_SUFFIX)
+            .and_then(|base| self.find(base).ok())
+            .is_some_and(|(_, t)| t.dtype == Dtype::I8)
+    }
+}
+
+/// The name of the scale tensor of Q8 tensor `name`.
+pub fn scale_name(name: &str) -> String {
+    format!("{name}{Q8_SCALE_SUFFIX}")
+}
+
+/// `(rows, cols)` of an expected shape: first dim, product of the rest.
+fn mat_dims(name: &str, shape: &[usize]) -> Result<(usize, usize)> {
+    let (&rows, rest) = shape.split_first().ok_or_else(|| {
+        Error::bad_tensor(
+            name,
+            "a matrix needs an expected shape of at least one dimension",
+        )
+    })?;
+    let cols = rest
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .filter(|&c| c.checked_mul(rows).is_some())
+        .ok_or_else(|| Error::bad_tensor(name, format!("expected shape {shape:?} overflows")))?;
+    Ok((rows, cols))
+}
+
+fn check_shape(name: &str, want: &[usize], found: &[usize]) -> Result<()> {
+    if want == found {
+        Ok(())
+    } else {
+        Err(Error::bad_tensor(
+            name,
+            format!("expected shape {want:?}, found {found:?}"),
+        ))
+    }
+}
+
+fn unsupported(name: &str, d: Dtype) -> Error {
+    Error::bad_tensor(
+        name,
+        format!("unsupported dtype {d:?} (readable: F32, F16, BF16, Q8)"),
+    )
+}
+
+fn truncated(name: &str) -> Error {
+    Error::bad_tensor(name, "stored data does not match its dtype and shape")
+}
+
+fn decode(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
+    to_f32_vec(dtype, bytes).ok_or_else(|| truncated(name))
+}

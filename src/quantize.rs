@@ -1,1 +1,0 @@
-//! `edgecsm quantize` (filled in by the weights work).
