@@ -1,0 +1,173 @@
+//! Parity with the reference (transformers' MimiModel) on the committed tiny fixtures: codes,
+//! every intermediate tensor, decoded audio; and the effect of F16 / Q8 weights (printed).
+
+mod common;
+
+use common::*;
+use edgecsm::mimi::Mimi;
+use edgecsm::quantize::{Mode, Options, quantize};
+use std::path::Path;
+
+/// Max abs error of `got` against `want`, asserted within `rel` of `want`'s peak.
+fn check_close(what: &str, got: &[f32], want: &[f32], rel: f32) -> f32 {
+    let err = max_err(got, want);
+    let peak = max_abs(want);
+    println!(
+        "  {what}: max err {err:.3e} (peak {peak:.3e}, relative {:.3e})",
+        err / peak
+    );
+    assert!(
+        err <= rel * peak,
+        "{what}: max err {err} > {rel} x peak {peak}"
+    );
+    err / peak
+}
+
+fn check_fixture(name: &str) {
+    let dir = fixture_dir(name);
+    let mimi = Mimi::load(&dir).unwrap();
+    let nq = mimi.num_quantizers();
+    for input in inputs(&dir) {
+        println!("fixture {name}/{input}:");
+        let (pcm, _) = f32s(&dir, &format!("{input}.input.npy"));
+        let t = mimi.encode_trace(&pcm, nq).unwrap();
+        let (s, sh) = f32s(&dir, &format!("{input}.seanet_out.npy"));
+        check_close("seanet_out", &t.seanet_out, &transpose(&s, &sh), 1e-4);
+        let (s, _) = f32s(&dir, &format!("{input}.encoder_transformer_out.npy"));
+        check_close("encoder_transformer_out", &t.transformer_out, &s, 1e-4);
+        let (s, sh) = f32s(&dir, &format!("{input}.latents.npy"));
+        check_close("latents", &t.latents, &transpose(&s, &sh), 1e-4);
+
+        let want = codes(&dir, &format!("{input}.codes.npy"));
+        let (margins, _) = f32s(&dir, &format!("{input}.margins.npy"));
+        assert_eq!(t.codes.len(), want.len());
+        let frames = want[0].len();
+        let mut mismatches = 0;
+        for (q, (g, w)) in t.codes.iter().zip(&want).enumerate() {
+            assert_eq!(g.len(), frames);
+            for f in 0..frames {
+                if g[f] != w[f] {
+                    mismatches += 1;
+                    let m = margins[q * frames + f];
+                    assert!(
+                        m < 1e-3,
+                        "code [{q}, {f}]: {} vs {} with margin {m}",
+                        g[f],
+                        w[f]
+                    );
+                }
+            }
+        }
+        println!("  codes: {} of {} differ", mismatches, want.len() * frames);
+
+        let d = mimi.decode_trace(&want).unwrap();
+        let (s, sh) = f32s(&dir, &format!("{input}.quantized.npy"));
+        check_close("quantized", &d.quantized, &transpose(&s, &sh), 1e-4);
+        let (s, sh) = f32s(&dir, &format!("{input}.upsampled.npy"));
+        check_close("upsampled", &d.upsampled, &transpose(&s, &sh), 1e-4);
+        let (s, _) = f32s(&dir, &format!("{input}.decoder_transformer_out.npy"));
+        check_close("decoder_transformer_out", &d.transformer_out, &s, 1e-4);
+        let (s, _) = f32s(&dir, &format!("{input}.decoded.npy"));
+        assert_eq!(d.pcm.len(), frames * mimi.frame_size());
+        check_close("decoded", &d.pcm, &s, 1e-4);
+    }
+}
+
+fn check_random_decode(name: &str) {
+    let dir = fixture_dir(name);
+    let mimi = Mimi::load(&dir).unwrap();
+    println!("fixture {name}/random:");
+    let c = codes(&dir, "random.codes.npy");
+    let d = mimi.decode_trace(&c).unwrap();
+    let (s, sh) = f32s(&dir, "random.quantized.npy");
+    check_close("quantized", &d.quantized, &transpose(&s, &sh), 1e-4);
+    let (s, _) = f32s(&dir, "random.decoded.npy");
+    check_close("decoded", &d.pcm, &s, 1e-4);
+    let k = mimi.num_semantic_quantizers() + 1;
+    let first: Vec<Vec<u32>> = c[..k].iter().map(|r| r[..6].to_vec()).collect();
+    let (s, _) = f32s(&dir, &format!("random.decoded_first{k}.npy"));
+    check_close(
+        &format!("decoded_first{k}"),
+        &mimi.decode(&first).unwrap(),
+        &s,
+        1e-4,
+    );
+}
+
+#[test]
+fn fixture_a_matches_reference() {
+    check_fixture("a");
+    check_random_decode("a");
+}
+
+#[test]
+fn fixture_b_matches_reference() {
+    check_fixture("b");
+    check_random_decode("b");
+}
+
+/// Encodes and decodes every input with converted weights; prints the decoded-audio SNR
+/// against the reference decode of the reference codes, and the code agreement.
+fn quantized_report(name: &str, mode: Mode) {
+    let dir = fixture_dir(name);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("model");
+    quantize(
+        &Options {
+            model: dir.clone(),
+            out: out.clone(),
+            mode,
+            keep: vec![],
+            force: false,
+        },
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    let mimi = Mimi::load(&out).unwrap();
+    report(name, mode, &dir, &mimi);
+}
+
+fn report(name: &str, mode: Mode, dir: &Path, mimi: &Mimi) {
+    let nq = mimi.num_quantizers();
+    for input in inputs(dir) {
+        let (pcm, _) = f32s(dir, &format!("{input}.input.npy"));
+        let want = codes(dir, &format!("{input}.codes.npy"));
+        let got = mimi.encode(&pcm, nq).unwrap();
+        let total = want.len() * want[0].len();
+        let same: usize = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| g.iter().zip(w).filter(|(a, b)| a == b).count())
+            .sum();
+        let sem_same = got[0].iter().zip(&want[0]).filter(|(a, b)| a == b).count();
+        let (dec, _) = f32s(dir, &format!("{input}.decoded.npy"));
+        let pcm_q = mimi.decode(&want).unwrap();
+        let snr = snr_db(&dec, &pcm_q);
+        println!(
+            "{} {name}/{input}: codes agree {same}/{total} ({:.1}%), semantic {sem_same}/{}, \
+             decode SNR {snr:.1} dB",
+            mode.name(),
+            100.0 * same as f64 / total as f64,
+            want[0].len()
+        );
+        assert!(
+            snr > 10.0,
+            "{} {name}/{input}: decode SNR {snr} dB",
+            mode.name()
+        );
+        assert!(
+            same * 4 >= total,
+            "{} {name}/{input}: only {same}/{total} codes agree",
+            mode.name()
+        );
+    }
+}
+
+#[test]
+fn f16_and_q8_weights_report_snr_and_code_agreement() {
+    for name in ["a", "b"] {
+        for mode in [Mode::F16, Mode::Q8] {
+            quantized_report(name, mode);
+        }
+    }
+}
