@@ -69,6 +69,14 @@ impl Codebook {
         }
     }
 
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
     pub fn codeword(&self, j: usize) -> &[f32] {
         &self.embed[j * self.dim..(j + 1) * self.dim]
     }
@@ -181,6 +189,37 @@ impl SplitRvq {
             hidden: cfg.hidden_size,
             dim: cfg.codebook_dim,
             codebook_size: cfg.codebook_size,
+            cutover: DEFAULT_PARALLEL_CUTOVER,
+        })
+    }
+
+    /// A quantizer without projections (latent dimension = codebook dimension) from its
+    /// codebooks, all of one size and dimension (benchmarks and tests).
+    pub fn from_codebooks(semantic: Vec<Codebook>, acoustic: Vec<Codebook>) -> Result<Self> {
+        let first = semantic.first().ok_or_else(|| {
+            Error::Invalid("split RVQ: at least one semantic codebook is needed".into())
+        })?;
+        let (size, dim) = (first.size, first.dim);
+        if semantic
+            .iter()
+            .chain(&acoustic)
+            .any(|b| b.size != size || b.dim != dim)
+        {
+            return Err(Error::Invalid(
+                "split RVQ: codebooks differ in size or dimension".into(),
+            ));
+        }
+        let group = |books| Group {
+            input_proj: None,
+            output_proj: None,
+            books,
+        };
+        Ok(SplitRvq {
+            semantic: group(semantic),
+            acoustic: group(acoustic),
+            hidden: dim,
+            dim,
+            codebook_size: size,
             cutover: DEFAULT_PARALLEL_CUTOVER,
         })
     }
