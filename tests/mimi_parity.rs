@@ -171,3 +171,82 @@ fn f16_and_q8_weights_report_snr_and_code_agreement() {
         }
     }
 }
+
+#[test]
+fn loads_from_a_prefixed_checkpoint_and_names_bad_tensors() {
+    use edgecsm::mimi::MimiConfig;
+    use edgecsm::weights::Weights;
+    use safetensors::tensor::{Dtype, TensorView, serialize_to_file};
+    let dir = fixture_dir("a");
+    // a CSM-style file: every codec tensor under `codec_model.`, plus an unrelated one
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut views: Vec<(String, TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (format!("codec_model.{n}"), v))
+        .collect();
+    let other = [0u8; 8];
+    views.push((
+        "backbone.norm.weight".into(),
+        TensorView::new(Dtype::F32, vec![2], &other).unwrap(),
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("model.safetensors");
+    serialize_to_file(views, None, &file).unwrap();
+    let cfg = MimiConfig::load(dir.join("config.json")).unwrap();
+    let w = Weights::open(&file).unwrap().with_prefix("codec_model.");
+    let nested = Mimi::from_weights(cfg.clone(), &w).unwrap();
+    let plain = Mimi::load(&dir).unwrap();
+    let (pcm, _) = f32s(&dir, "chirp.input.npy");
+    let c = nested.encode(&pcm, 4).unwrap();
+    assert_eq!(c, plain.encode(&pcm, 4).unwrap());
+    assert_eq!(nested.decode(&c).unwrap(), plain.decode(&c).unwrap());
+
+    // the wrong config for these weights: the error names the first tensor that disagrees
+    let cfg_b = MimiConfig::load(fixture_dir("b").join("config.json")).unwrap();
+    let e = Mimi::from_weights(cfg_b, &Weights::open(&dir).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("encoder.layers.0.conv.weight"), "{e}");
+    // a missing tensor is named with its prefix
+    let e = Mimi::from_weights(
+        cfg,
+        &Weights::open(&dir).unwrap().with_prefix("codec_model."),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("codec_model.encoder.layers.0.conv.weight"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    use edgecsm::mimi::{MimiDecoderStream, MimiEncoderStream};
+    use std::sync::Arc;
+    let mimi = Arc::new(Mimi::load(fixture_dir("b")).unwrap());
+    let pcm = vec![0.1f32; 4000];
+    // b has 2 semantic + 6 acoustic codebooks of 16 entries
+    assert!(mimi.encode(&pcm, 1).is_err());
+    assert!(mimi.encode(&pcm, 9).is_err());
+    assert!(mimi.encode(&[], 8).is_err());
+    assert_eq!(mimi.encode(&pcm, 2).unwrap().len(), 2);
+    assert!(mimi.decode(&[vec![16u32]]).is_err());
+    assert!(mimi.decode(&vec![vec![0u32]; 9]).is_err());
+    assert!(mimi.decode(&[vec![0u32, 1], vec![0u32]]).is_err());
+    let e = mimi.decode(&[vec![3u32, 99]]).unwrap_err().to_string();
+    assert!(e.contains("99") && e.contains("frame 1"), "{e}");
+    let mut enc = MimiEncoderStream::new(mimi.clone(), 8).unwrap();
+    let mut codes = vec![0u32; 8];
+    assert!(enc.encode_frame(&pcm[..100], &mut codes).is_err());
+    assert!(enc.encode_frame(&pcm[..1920], &mut codes[..3]).is_err());
+    assert!(MimiEncoderStream::new(mimi.clone(), 1).is_err());
+    let mut dec = MimiDecoderStream::new(mimi.clone()).unwrap();
+    let mut out = vec![0f32; 1920];
+    assert!(dec.decode_frame(&[16], &mut out).is_err());
+    assert!(dec.decode_frame(&[], &mut out).is_err());
+    assert!(dec.decode_frame(&[1], &mut out[..10]).is_err());
+    dec.decode_frame(&[1, 2, 3], &mut out).unwrap();
+}

@@ -229,6 +229,16 @@ fn rvq_search_cutover_timing() {
         (2048, 128),
         (2048, 256),
     ];
+    // the bare hand-off cost of the 2-thread pool (an empty job), for calibration
+    let reps = 2000;
+    let t = Instant::now();
+    for _ in 0..reps {
+        pools[1].run(&|_, _| {});
+    }
+    println!(
+        "empty job on the 2-thread pool: {:.2} us",
+        t.elapsed().as_secs_f64() * 1e6 / reps as f64
+    );
     for (size, dim) in sizes {
         let sum = signal(size * dim);
         let usage = vec![1.0f32; size];
