@@ -4,7 +4,7 @@
 # detection picks the expected set on each. See cross/README.md.
 #
 # On a fresh Debian 12 (bookworm) machine it first installs the cross toolchain from Debian
-# packages (as root, or through sudo). Extra arguments go to the test binaries
+# packages (cross/setup.sh: as root, or through sudo). Extra arguments go to the test binaries
 # (e.g. `cross/test.sh gemm_q8` to run only matching tests).
 set -euo pipefail
 
@@ -16,42 +16,24 @@ TARGET=aarch64-unknown-linux-gnu
 # rustc) from invalidating the host build's in target/.
 export RUSTC=/usr/bin/rustc
 export CARGO_TARGET_DIR="${CROSS_TARGET_DIR:-target/cross}"
-# proptest cases per property under emulation (tests that set their own count keep it)
-export PROPTEST_CASES="${PROPTEST_CASES:-64}"
+# CROSS_RELEASE=1 builds and runs the tests with optimizations (the codegen that ships, and
+# faster under emulation). PROPTEST_CASES from the environment is passed through (it only
+# affects properties without their own `ProptestConfig::with_cases`).
+profile=()
+if [ "${CROSS_RELEASE:-0}" = 1 ]; then profile=(--release); fi
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
+# RUSTFLAGS (e.g. a CI's `-D warnings`) replaces the config's target rustflags: keep static
+if [ -n "${RUSTFLAGS:-}" ]; then
+    export RUSTFLAGS="$RUSTFLAGS -C target-feature=+crt-static"
+fi
 
-install_toolchain() {
-    local pkgs=(rustc-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu
-                libc6-dev-arm64-cross qemu-user-static)
-    local missing=()
-    for p in "${pkgs[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
-            || missing+=("$p")
-    done
-    if [ "${#missing[@]}" -eq 0 ]; then
-        echo "cross toolchain already installed"
-        return
-    fi
-    echo "installing: ${missing[*]}"
-    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-        as_root dpkg --add-architecture arm64
-    fi
-    as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${pkgs[@]}"
-}
-
-install_toolchain
-command -v cargo >/dev/null || { echo "no cargo on PATH (install cargo-web or rustup)"; exit 1; }
-[ -d /usr/lib/rustlib/$TARGET ] || { echo "no aarch64 std in /usr/lib/rustlib"; exit 1; }
+cross/setup.sh
 
 echo "== building tests for $TARGET ($(cargo --version), $($RUSTC --version))"
 # the linker, runner and +crt-static come from .cargo/config.toml; --message-format lists the
 # test executables so they can be run directly under each emulated CPU
 # (only test-profile artifacts: the crate's own binary is built too but is not a test)
-bins=$(cargo test --target "$TARGET" --no-run --message-format=json-render-diagnostics \
+bins=$(cargo test "${profile[@]}" --target "$TARGET" --no-run --message-format=json-render-diagnostics \
         | grep '"reason":"compiler-artifact"' | grep -E '"profile":\{[^}]*"test":true' \
         | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 [ -n "$bins" ] || { echo "no test executables built"; exit 1; }
