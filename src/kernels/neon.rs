@@ -1,5 +1,5 @@
-//! NEON twins of the scalar kernels in [`super::scalar`] (same signatures, same results up to
-//! f32 summation order; `quantize_q8` bit for bit).
+//! NEON twins of the scalar kernels in [`super::scalar`]: same signatures; the f32/f16 products
+//! equal the scalar ones up to f32 summation order, the Q8 product and `quantize_q8` bit for bit.
 //!
 //! Two sets use this file: base NEON (ARMv8.0, Raspberry Pi 4: `gemm_q8` multiplies int8 pairs
 //! into i16 with `smull`/`smlal` and widens into i32 with `sadalp`) and NEON + dotprod (ARMv8.2,
