@@ -68,16 +68,29 @@ fn main() {
     );
     let pools = [Pool::new(1), Pool::new(2)];
 
-    let floor = read_floor(&pools, cycle_bytes, budget.floor_reps);
+    let mut floor = Floor::new(cycle_bytes);
+    let start = read_floor(&pools, &mut floor, budget.floor_reps);
     println!(
-        "\n== read-bandwidth floor (wide u64 sum over {} MiB)",
-        cycle_bytes >> 20
+        "\n== read-bandwidth floor: plain {} read of {} MiB, median of {}",
+        if cfg!(target_arch = "x86_64") {
+            "AVX2"
+        } else {
+            "u64"
+        },
+        cycle_bytes >> 20,
+        budget.floor_reps
     );
-    for (p, f) in pools.iter().zip(floor) {
+    for (p, f) in pools.iter().zip(start) {
         println!("  {} thread(s): {:6.1} GB/s", p.threads(), f);
     }
 
-    matvec_table(k, &pools, &floor, cycle_bytes, &budget);
+    matvec_table(k, &pools, &mut floor, cycle_bytes, &budget);
+    let end = read_floor(&pools, &mut floor, budget.floor_reps);
+    println!(
+        "  (floor again after the table: {:.1} GB/s 1 thread, {:.1} GB/s 2 threads)",
+        end[0], end[1]
+    );
+    drop(floor);
     overhead(k, &pools, cycle_bytes, &budget);
     multi_token(k, &pools, &budget);
 }
@@ -116,6 +129,12 @@ fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// The median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Times `f(i)` for i = 0, 1, ... (after a few warm-up calls) until `budget` has passed and at
 /// least `min_reps` calls were made; returns the median call time in microseconds.
 fn median_us(budget: Duration, min_reps: usize, mut f: impl FnMut(usize)) -> f64 {
@@ -131,13 +150,50 @@ fn median_us(budget: Duration, min_reps: usize, mut f: impl FnMut(usize)) -> f64
         times.push(t.elapsed().as_secs_f64() * 1e6);
         i += 1;
     }
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    median(&mut times)
 }
 
-/// Sum of a slice with eight independent accumulators (wide enough for the compiler to keep
-/// several vector loads in flight).
-fn wide_sum(buf: &[u64]) -> u64 {
+/// A buffer several times the last-level cache, read in rotating chunks: the bandwidth floor.
+struct Floor {
+    buf: Vec<u64>,
+    /// Next chunk start (u64 index).
+    next: usize,
+}
+
+impl Floor {
+    fn new(bytes: usize) -> Floor {
+        Floor {
+            buf: (0..bytes / 8).map(|i| i as u64).collect(),
+            next: 0,
+        }
+    }
+
+    /// Reads the next `bytes` of the buffer (wrapping around) split over `pool`; returns the
+    /// time in microseconds.
+    fn read(&mut self, pool: &Pool, bytes: usize) -> f64 {
+        let len = (bytes / 8).min(self.buf.len());
+        if self.next + len > self.buf.len() {
+            self.next = 0;
+        }
+        let chunk = &self.buf[self.next..self.next + len];
+        self.next += len;
+        let t = Instant::now();
+        pool.run(&|part, parts| {
+            let r = Pool::split(chunk.len(), part, parts, 64);
+            black_box(read_sum(black_box(&chunk[r])));
+        });
+        t.elapsed().as_secs_f64() * 1e6
+    }
+}
+
+/// A plain read of `buf`: 256-bit loads into four accumulators where AVX2 exists, else a
+/// portable sum with eight accumulators.
+fn read_sum(buf: &[u64]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available (checked just above).
+        return unsafe { read_sum_avx2(buf) };
+    }
     let mut acc = [0u64; 8];
     let chunks = buf.chunks_exact(8);
     let rest = chunks.remainder();
@@ -149,18 +205,42 @@ fn wide_sum(buf: &[u64]) -> u64 {
     acc.iter().chain(rest).fold(0u64, |s, v| s.wrapping_add(*v))
 }
 
-/// Read bandwidth in GB/s of a `bytes` buffer for each pool (each thread reads its share).
-fn read_floor(pools: &[Pool; 2], bytes: usize, reps: usize) -> [f64; 2] {
-    let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn read_sum_avx2(buf: &[u64]) -> u64 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_si256(); 4];
+    let chunks = buf.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: c holds 16 u64, so 4 * i .. 4 * i + 4 is in bounds.
+            let v = unsafe { _mm256_loadu_si256(c.as_ptr().add(4 * i).cast()) };
+            *a = _mm256_add_epi64(*a, v);
+        }
+    }
+    let mut lanes = [0u64; 4];
+    let sum = _mm256_add_epi64(
+        _mm256_add_epi64(acc[0], acc[1]),
+        _mm256_add_epi64(acc[2], acc[3]),
+    );
+    // SAFETY: lanes holds four u64.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), sum) };
+    lanes
+        .iter()
+        .chain(rest)
+        .fold(0u64, |s, v| s.wrapping_add(*v))
+}
+
+/// Read bandwidth in GB/s of whole-buffer reads for each pool (median of `reps`).
+fn read_floor(pools: &[Pool; 2], floor: &mut Floor, reps: usize) -> [f64; 2] {
+    let bytes = floor.buf.len() * 8;
     let mut out = [0.0; 2];
     for (o, pool) in out.iter_mut().zip(pools) {
-        let us = median_us(Duration::ZERO, reps, |_| {
-            pool.run(&|part, parts| {
-                let r = Pool::split(buf.len(), part, parts, 8);
-                black_box(wide_sum(black_box(&buf[r])));
-            })
-        });
-        *o = bytes as f64 / us / 1e3;
+        let mut times: Vec<f64> = (0..reps).map(|_| floor.read(pool, bytes)).collect();
+        *o = bytes as f64 / median(&mut times) / 1e3;
     }
     out
 }
@@ -230,11 +310,14 @@ impl Copies {
 
 const FORMATS: [&str; 3] = ["F32", "F16", "Q8"];
 
-fn matvec_table(k: &Kernels, pools: &[Pool; 2], floor: &[f64; 2], cycle: usize, b: &Budget) {
+fn matvec_table(k: &Kernels, pools: &[Pool; 2], floor: &mut Floor, cycle: usize, b: &Budget) {
     println!("\n== matrix-vector products (1 token, weights from DRAM), median per call");
     println!(
-        "  {:<15} {:>11} {:>4} {:>3} {:>10} {:>8} {:>7} {:>8}",
-        "shape", "rows x cols", "fmt", "thr", "us/call", "GB/s", "%floor", "vs F32"
+        "  floor = a plain read of the same number of bytes from DRAM, alternated with the calls"
+    );
+    println!(
+        "  {:<15} {:>11} {:>4} {:>3} {:>9} {:>7} {:>8} {:>7} {:>7}",
+        "shape", "rows x cols", "fmt", "thr", "us/call", "GB/s", "floor", "%floor", "vs F32"
     );
     for &(name, rows, cols) in &SHAPES {
         let w = rand_vec(rows * cols, rows as u64 * 31 + cols as u64);
@@ -250,24 +333,35 @@ fn matvec_table(k: &Kernels, pools: &[Pool; 2], floor: &[f64; 2], cycle: usize, 
                 for c in 0..copies.len() {
                     matmul(k, pool, &copies.mat(c, rows, cols), &x, &mut y, &mut s);
                 }
-                let us = median_us(b.per_config, 20, |i| {
+                // Calls and floor reads of the same bytes alternate, so both see the same
+                // machine (other processes, clock).
+                let (mut call_us, mut floor_us) = (Vec::new(), Vec::new());
+                let start = Instant::now();
+                let mut i = 0;
+                while call_us.len() < 20 || start.elapsed() < b.per_config {
                     let m = copies.mat(i % copies.len(), rows, cols);
+                    let t = Instant::now();
                     matmul(k, pool, &m, black_box(&x), &mut y, &mut s);
                     black_box(&y);
-                });
+                    call_us.push(t.elapsed().as_secs_f64() * 1e6);
+                    floor_us.push(floor.read(pool, bytes));
+                    i += 1;
+                }
+                let (us, fus) = (median(&mut call_us), median(&mut floor_us));
                 if fi == 0 {
                     f32_us[pi] = us;
                 }
                 let gbs = bytes as f64 / us / 1e3;
                 println!(
-                    "  {:<15} {:>11} {:>4} {:>3} {:>10.1} {:>8.1} {:>6.0}% {:>7.2}x",
+                    "  {:<15} {:>11} {:>4} {:>3} {:>9.1} {:>7.1} {:>8.1} {:>6.0}% {:>6.2}x",
                     name,
                     format!("{rows}x{cols}"),
                     fmt,
                     pool.threads(),
                     us,
                     gbs,
-                    100.0 * gbs / floor[pi],
+                    bytes as f64 / fus / 1e3,
+                    100.0 * fus / us,
                     f32_us[pi] / us
                 );
             }

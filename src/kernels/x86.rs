@@ -21,6 +21,13 @@ use std::arch::x86_64::*;
 
 /// Weight rows per register tile.
 const TILE_ROWS: usize = 4;
+/// How far ahead (bytes) of each weight row the products prefetch. A matrix-vector product
+/// reads 4 rows at once; the hardware prefetchers alone leave a good part of the DRAM
+/// bandwidth unused on such short interleaved streams (rows are 1-16 KiB), and the Q8 loop
+/// does enough work per byte that the out-of-order window cannot cover the memory latency by
+/// itself. Near the end of a row the prefetch moves on to the same row of the next tile, which
+/// is where that stream continues.
+const PREFETCH: usize = 2048;
 /// Tokens per register tile of the f32/f16 products (4 x 3 accumulators + 3 activations fit
 /// the 16 ymm registers).
 const TILE_TOKENS_FLOAT: usize = 3;
@@ -205,6 +212,16 @@ unsafe fn float_tile<W: Weight, const R: usize, const T: usize, const U: usize>(
     let mut acc = [[[_mm256_setzero_ps(); U]; T]; R];
     let mut c = 0;
     while c + 8 * U <= cols {
+        // A prefetch is a hint that does not fault, so running past the matrix is harmless.
+        let dist = PREFETCH / size_of::<W>();
+        let ahead = if c + dist < cols {
+            dist
+        } else {
+            dist + (R - 1) * cols
+        };
+        for r in 0..R {
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(r * cols + c + ahead).cast::<i8>());
+        }
         for u in 0..U {
             let cu = c + 8 * u;
             let mut xv = [_mm256_setzero_ps(); T];
@@ -399,6 +416,22 @@ unsafe fn q8_tile<const R: usize, const T: usize>(
     while g + GROUP <= nb {
         // quad[h][r][t]: lanes 0..4 hold the sums of lanes 0..4 of blocks g + 4h .. g + 4h + 4,
         // lanes 4..8 the sums of their lanes 4..8.
+        // Prefetches do not fault, so running past the matrix is harmless. A group's 256
+        // bytes are four cache lines; its 16 bytes of scales a quarter of one (the other three
+        // prefetches of a scale line hit a line already on its way).
+        let dist = PREFETCH / QK;
+        let ahead = if g + dist < nb {
+            dist
+        } else {
+            dist + (R - 1) * nb
+        };
+        for r in 0..R {
+            let next = wq.wrapping_add((r * nb + g + ahead) * QK);
+            for l in 0..4 {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * l));
+            }
+            _mm_prefetch::<_MM_HINT_T0>(wd.wrapping_add(r * nb + g + ahead).cast::<i8>());
+        }
         let mut quad = [[[_mm256_setzero_si256(); T]; R]; 2];
         for (h, qh) in quad.iter_mut().enumerate() {
             for pair in 0..2 {
@@ -571,4 +604,142 @@ unsafe fn quantize_block(x: *const f32, q: *mut i8) -> f32 {
     // SAFETY: 32 writable bytes at q.
     unsafe { _mm256_storeu_si256(q.cast(), out) };
     d
+}
+
+#[cfg(test)]
+mod tests {
+    //! What the proptest in `tests/kernels_simd.rs` does not reach: special float values in
+    //! the quantizer, and long rows (many whole Q8 groups, prefetches running into the next
+    //! tile and past the matrix) at and around the tile sizes. Q8 is checked bit for bit.
+    use super::super::q8::{blocks, quantize_weight_row};
+    use super::super::{KernelSet, Kernels};
+    use super::*;
+
+    fn sets() -> Option<(Kernels, Kernels)> {
+        let avx2 = Kernels::new(KernelSet::Avx2).ok()?;
+        Some((avx2, Kernels::new(KernelSet::Scalar).unwrap()))
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let v = (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+                // a few larger values so that blocks get different scales
+                if s.is_multiple_of(7) { v * 100.0 } else { v }
+            })
+            .collect()
+    }
+
+    /// Float products agree up to summation order: within a few ulps of the sum of the
+    /// products' magnitudes (the results can be far smaller than that when terms cancel).
+    /// Untouched padding columns (NaN) must stay NaN.
+    #[allow(clippy::too_many_arguments)]
+    fn close(got: &[f32], want: &[f32], w: &[f32], x: &[f32], cols: usize, ldy: usize, what: &str) {
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            let (t, r) = (i / ldy, i % ldy);
+            if b.is_nan() {
+                assert!(a.is_nan(), "{what}[{i}]: padding written");
+                continue;
+            }
+            let mag: f32 = (0..cols)
+                .map(|c| (w[r * cols + c] * x[t * cols + c]).abs())
+                .sum();
+            assert!(
+                (a - b).abs() <= 1e-5 * mag + 1e-6,
+                "{what}[{i}]: {a} vs {b} (cols {cols})"
+            );
+        }
+    }
+
+    fn quantize(k: &Kernels, x: &[f32]) -> (Vec<i8>, Vec<f32>) {
+        let nb = blocks(x.len());
+        let (mut q, mut d) = (vec![0i8; nb * QK], vec![0f32; nb]);
+        k.quantize_q8(x, &mut q, &mut d);
+        (q, d)
+    }
+
+    #[test]
+    fn quantizer_matches_scalar_on_special_values() {
+        let Some((avx2, scalar)) = sets() else {
+            return;
+        };
+        let cases: [&[f32]; 7] = [
+            &[f32::NAN, 1.0, -2.0, 0.5],
+            &[f32::INFINITY, 1.0, -3.0],
+            &[f32::NEG_INFINITY, f32::NAN, 0.0],
+            // amax / 127 is subnormal and its reciprocal overflows to infinity
+            &[1e-40, -1e-40, 5e-41, 0.0],
+            &[-0.0, 0.0, -0.0],
+            // exact halves after scaling by 127 / 127: ties go to even
+            &[127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5],
+            &[f32::MAX, -f32::MAX, 1.0],
+        ];
+        for x in cases {
+            // place each case in a whole block and in a partial one after a whole block
+            let mut long = values(QK, 9);
+            long.extend_from_slice(x);
+            for input in [x, &long[..]] {
+                let (q, d) = quantize(&avx2, input);
+                let (qs, ds) = quantize(&scalar, input);
+                assert_eq!(q, qs, "int8 of {input:?}");
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&d), bits(&ds), "scales of {input:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn long_rows_at_tile_boundaries_match_scalar() {
+        let Some((avx2, scalar)) = sets() else {
+            return;
+        };
+        // cols: whole groups of 8 blocks, a block tail, a column tail; rows and tokens below,
+        // at and above the tile sizes.
+        for &cols in &[2048usize, 2048 + 32 * 3 + 5, 100] {
+            for &rows in &[3usize, 4, 8, 9] {
+                for n in 1..=5 {
+                    let w = values(rows * cols, (rows * 131 + cols) as u64);
+                    let x = values(n * cols, n as u64 + 77);
+                    let ldy = rows + 1;
+                    let mut got = vec![f32::NAN; n * ldy];
+                    let mut want = got.clone();
+
+                    avx2.gemm_f32(&w, &x, rows, cols, n, &mut got, ldy);
+                    scalar.gemm_f32(&w, &x, rows, cols, n, &mut want, ldy);
+                    close(&got, &want, &w, &x, cols, ldy, "f32");
+
+                    let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+                    avx2.gemm_f16(&wh, &x, rows, cols, n, &mut got, ldy);
+                    scalar.gemm_f16(&wh, &x, rows, cols, n, &mut want, ldy);
+                    close(&got, &want, &w, &x, cols, ldy, "f16");
+
+                    let nb = blocks(cols);
+                    let (mut q, mut d) = (vec![0i8; rows * nb * QK], vec![f16::ZERO; rows * nb]);
+                    for r in 0..rows {
+                        quantize_weight_row(
+                            &w[r * cols..(r + 1) * cols],
+                            &mut q[r * nb * QK..(r + 1) * nb * QK],
+                            &mut d[r * nb..(r + 1) * nb],
+                        );
+                    }
+                    let (mut xq, mut xd) = (vec![0i8; n * nb * QK], vec![0f32; n * nb]);
+                    for t in 0..n {
+                        scalar.quantize_q8(
+                            &x[t * cols..(t + 1) * cols],
+                            &mut xq[t * nb * QK..(t + 1) * nb * QK],
+                            &mut xd[t * nb..(t + 1) * nb],
+                        );
+                    }
+                    avx2.gemm_q8(&q, &d, &xq, &xd, rows, nb, n, &mut got, ldy);
+                    scalar.gemm_q8(&q, &d, &xq, &xd, rows, nb, n, &mut want, ldy);
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "q8 {rows}x{cols} n={n}");
+                }
+            }
+        }
+    }
 }
