@@ -313,21 +313,36 @@ const FORMATS: [&str; 3] = ["F32", "F16", "Q8"];
 fn matvec_table(k: &Kernels, pools: &[Pool; 2], floor: &mut Floor, cycle: usize, b: &Budget) {
     println!("\n== matrix-vector products (1 token, weights from DRAM), median per call");
     println!(
-        "  floor = a plain read of the same number of bytes from DRAM, alternated with the calls"
+        "  floor = a plain read of the same number of bytes from DRAM, alternated with the calls;"
     );
     println!(
-        "  {:<15} {:>11} {:>4} {:>3} {:>9} {:>7} {:>8} {:>7} {:>7}",
-        "shape", "rows x cols", "fmt", "thr", "us/call", "GB/s", "floor", "%floor", "vs F32"
+        "  vs F32 = F32 time / this time; norm = the same with each time taken relative to its own"
+    );
+    println!("  floor read (removes drift of the machine's load between the configurations)");
+    println!(
+        "  {:<15} {:>11} {:>4} {:>3} {:>9} {:>7} {:>8} {:>7} {:>7} {:>8}",
+        "shape",
+        "rows x cols",
+        "fmt",
+        "thr",
+        "us/call",
+        "GB/s",
+        "floor",
+        "%floor",
+        "vs F32",
+        "norm"
     );
     for &(name, rows, cols) in &SHAPES {
         let w = rand_vec(rows * cols, rows as u64 * 31 + cols as u64);
         let x = rand_vec(cols, 7);
         let mut y = vec![0f32; rows];
         let mut s = QScratch::new(1, cols);
-        let mut f32_us = [0f64; 2];
+        // F32's time per call and its time per call at the floor's pace, per pool.
+        let mut f32_us = [(0f64, 0f64); 2];
         for (fi, fmt) in FORMATS.iter().enumerate() {
             let copies = Copies::new(fi, &w, rows, cols, cycle);
             let bytes = copies.mat(0, rows, cols).bytes();
+            let f32_bytes = (rows * cols * 4) as f64;
             for (pi, pool) in pools.iter().enumerate() {
                 // One untimed pass over every copy: page faults and TLB warm-up.
                 for c in 0..copies.len() {
@@ -349,11 +364,11 @@ fn matvec_table(k: &Kernels, pools: &[Pool; 2], floor: &mut Floor, cycle: usize,
                 }
                 let (us, fus) = (median(&mut call_us), median(&mut floor_us));
                 if fi == 0 {
-                    f32_us[pi] = us;
+                    f32_us[pi] = (us, us / fus);
                 }
                 let gbs = bytes as f64 / us / 1e3;
                 println!(
-                    "  {:<15} {:>11} {:>4} {:>3} {:>9.1} {:>7.1} {:>8.1} {:>6.0}% {:>6.2}x",
+                    "  {:<15} {:>11} {:>4} {:>3} {:>9.1} {:>7.1} {:>8.1} {:>6.0}% {:>6.2}x {:>7.2}x",
                     name,
                     format!("{rows}x{cols}"),
                     fmt,
@@ -362,7 +377,8 @@ fn matvec_table(k: &Kernels, pools: &[Pool; 2], floor: &mut Floor, cycle: usize,
                     gbs,
                     bytes as f64 / fus / 1e3,
                     100.0 * fus / us,
-                    f32_us[pi] / us
+                    f32_us[pi].0 / us,
+                    f32_us[pi].1 * f32_bytes * fus / (bytes as f64 * us),
                 );
             }
         }
