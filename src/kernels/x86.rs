@@ -212,15 +212,19 @@ unsafe fn float_tile<W: Weight, const R: usize, const T: usize, const U: usize>(
     let mut acc = [[[_mm256_setzero_ps(); U]; T]; R];
     let mut c = 0;
     while c + 8 * U <= cols {
+        // Only the one-token product streams weights from memory; a multi-token tile reads
+        // weights its caller keeps cache-sized, and prefetches would only take load slots.
         // A prefetch is a hint that does not fault, so running past the matrix is harmless.
-        let dist = PREFETCH / size_of::<W>();
-        let ahead = if c + dist < cols {
-            dist
-        } else {
-            dist + (R - 1) * cols
-        };
-        for r in 0..R {
-            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(r * cols + c + ahead).cast::<i8>());
+        if T == 1 {
+            let dist = PREFETCH / size_of::<W>();
+            let ahead = if c + dist < cols {
+                dist
+            } else {
+                dist + (R - 1) * cols
+            };
+            for r in 0..R {
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(r * cols + c + ahead).cast::<i8>());
+            }
         }
         for u in 0..U {
             let cu = c + 8 * u;
