@@ -13,7 +13,10 @@
 //! `maddubs(|x|, sign(w, x))` multiplies `|x|` (unsigned) by `w` carrying the sign of `x`, so
 //! each product is `w * x`; pairs are summed into i16 (at most 2 * 128 * 127 < 2^15, so no
 //! saturation for values in `[-128, 127]` x `[-127, 127]`) and `madd` with ones sums them into
-//! eight i32 lanes. The block's lanes are then scaled by `wd * xd` and accumulated in f32.
+//! eight i32 lanes. Each block is reduced to its exact integer sum and scaled by `wd * xd`
+//! exactly as in the scalar kernel, and block terms are added in the same order, so the Q8
+//! product equals the scalar one bit for bit (see [`q8_tile`]); so does the quantizer. The f32
+//! and f16 products differ from scalar only by summation order.
 
 use super::q8::QK;
 use half::f16;
@@ -29,7 +32,7 @@ const TILE_ROWS: usize = 4;
 /// is where that stream continues.
 const PREFETCH: usize = 2048;
 /// Tokens per register tile of the f32/f16 products (4 x 3 accumulators + 3 activations fit
-/// the 16 ymm registers).
+/// the 16 ymm registers for f32; f16 needs one more for the conversion and spills one).
 const TILE_TOKENS_FLOAT: usize = 3;
 /// Tokens per register tile of the Q8 product (it needs more temporaries per product).
 const TILE_TOKENS_Q8: usize = 2;
