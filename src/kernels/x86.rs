@@ -2,7 +2,7 @@
 //! convention; see there).
 //!
 //! Each public `unsafe fn` is a thin entry point into a `#[target_feature]` implementation.
-//! The products work on register tiles of [`TILE_ROWS`] weight rows by a few tokens: one load
+//! The products work on register tiles of `TILE_ROWS` (4) weight rows by a few tokens: one load
 //! of an activation vector serves several rows (the matrix-vector product of a decode step is
 //! bound by reading the weights once, so the loop must stay ahead of memory) and, with several
 //! tokens, one load of a weight vector serves several tokens. Column tails (not a multiple of
@@ -15,7 +15,7 @@
 //! saturation for values in `[-128, 127]` x `[-127, 127]`) and `madd` with ones sums them into
 //! eight i32 lanes. Each block is reduced to its exact integer sum and scaled by `wd * xd`
 //! exactly as in the scalar kernel, and block terms are added in the same order, so the Q8
-//! product equals the scalar one bit for bit (see [`q8_tile`]); so does the quantizer. The f32
+//! product equals the scalar one bit for bit (see `q8_tile`); so does the quantizer. The f32
 //! and f16 products differ from scalar only by summation order.
 
 use super::q8::QK;
