@@ -48,7 +48,7 @@ for pair in cortex-a72:neon cortex-a76:neon-dotprod max:neon-dotprod; do
     ok=1
     for b in $bins; do
         echo "-- $(basename "$b")"
-        if ! QEMU_CPU=$cpu EDGECSM_EXPECT_KERNELS=$want qemu-aarch64-static "$b" "$@"; then
+        if ! QEMU_CPU=$cpu EDGECSM_EXPECT_KERNELS=$want EDGECSM_TEST_RUNNER=qemu-aarch64-static qemu-aarch64-static "$b" "$@"; then
             ok=0
         fi
     done
