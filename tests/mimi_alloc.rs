@@ -7,9 +7,9 @@
 //! kept well under a minute in debug builds: at 60 s the test harness prints a "has been
 //! running for over 60 seconds" notice, and formatting it allocates on the harness thread.
 
-mod common;
+mod mimi_common;
 
-use common::*;
+use mimi_common::*;
 use edgecsm::kernels::Pool;
 use edgecsm::mimi::{Mimi, MimiDecoderStream, MimiEncoderStream};
 use std::alloc::{GlobalAlloc, Layout, System};

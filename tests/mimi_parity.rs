@@ -1,9 +1,9 @@
 //! Parity with the reference (transformers' MimiModel) on the committed tiny fixtures: codes,
 //! every intermediate tensor, decoded audio; and the effect of F16 / Q8 weights (printed).
 
-mod common;
+mod mimi_common;
 
-use common::*;
+use mimi_common::*;
 use edgecsm::mimi::Mimi;
 use edgecsm::quantize::{Mode, Options, quantize};
 use std::path::Path;

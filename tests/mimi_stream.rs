@@ -2,9 +2,9 @@
 //! boundaries, positions far past any table (fast-forwarded and run), and the timing that
 //! chose the RVQ search's serial/parallel cut-over (ignored; run it in release).
 
-mod common;
+mod mimi_common;
 
-use common::*;
+use mimi_common::*;
 use edgecsm::kernels::Pool;
 use edgecsm::mimi::{Mimi, MimiDecoderStream, MimiEncoderStream};
 use std::sync::Arc;
