@@ -9,9 +9,9 @@
 
 mod mimi_common;
 
-use mimi_common::*;
 use edgecsm::kernels::Pool;
 use edgecsm::mimi::{Mimi, MimiDecoderStream, MimiEncoderStream};
+use mimi_common::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

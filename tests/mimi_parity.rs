@@ -3,9 +3,9 @@
 
 mod mimi_common;
 
-use mimi_common::*;
 use edgecsm::mimi::Mimi;
 use edgecsm::quantize::{Mode, Options, quantize};
+use mimi_common::*;
 use std::path::Path;
 
 /// Max abs error of `got` against `want`, asserted within `rel` of `want`'s peak.

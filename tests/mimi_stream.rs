@@ -4,9 +4,9 @@
 
 mod mimi_common;
 
-use mimi_common::*;
 use edgecsm::kernels::Pool;
 use edgecsm::mimi::{Mimi, MimiDecoderStream, MimiEncoderStream};
+use mimi_common::*;
 use std::sync::Arc;
 
 /// The fixture codec with a `threads`-thread pool; `cutover` 0 forces the pooled search.
@@ -182,6 +182,11 @@ fn streams_run_past_8192_steps_and_agree_with_a_fresh_start() {
     let fresh = stream_encode(&mimi, &pcm[from * fs..], 0);
     for q in 0..nq {
         assert_eq!(long[q][frames - tail..], fresh[q][warm..], "codebook {q}");
+    }
+    // batch encoding splits 100 frames into several bounded chunks: same codes
+    let batch = mimi.encode(&pcm[..100 * fs], nq).unwrap();
+    for q in 0..nq {
+        assert_eq!(batch[q], long[q][..100], "batch codebook {q}");
     }
     let mut e = MimiEncoderStream::new(mimi.clone(), nq).unwrap();
     let mut c = vec![0u32; nq];

@@ -26,14 +26,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Codebook size x dimension below which a single frame's search stays on the calling thread.
 ///
-/// `tests/mimi_stream.rs` (`rvq_search_cutover_timing`, release, x86_64, scalar kernels)
-/// measured one level serially at 0.3 us (64 x 16), 4.2 us (256 x 64), 16.5 us (1024 x 64),
-/// 75 us (2048 x 128) and 191 us (2048 x 256, kyutai/mimi). On that machine, shared and
-/// oversubscribed (load ~4 on 2 cores), every hand-off to a 2-thread pool cost 40-800 us of
-/// scheduling, so no size won there; the cut-over is set where the serial work is several
-/// times an idle machine's spin hand-off (a few microseconds), which keeps kyutai/mimi's
-/// 2048 x 256 levels parallel and small test codebooks serial. Re-measure on the boards.
-pub const DEFAULT_PARALLEL_CUTOVER: usize = 64 * 1024;
+/// Measured by `tests/mimi_stream.rs` (`rvq_search_cutover_timing`, release, x86_64 AVX2
+/// kernels, 2-thread pool, one level, when the shared machine was quiet): serial / pooled
+/// 0.12 / 0.32 us (64 x 16), 0.53 / 0.54 us (256 x 32), 0.71 / 0.61 us (256 x 64), 1.4 / 1.0 us
+/// (512 x 64), 2.8 / 1.7 us (1024 x 64), 9.7 / 5.0 us (2048 x 128), 19 / 9.2 us (2048 x 256,
+/// kyutai/mimi). Break-even is near 16K multiply-adds; the cut-over sits a step above it. When
+/// the machine was oversubscribed (load > 2 per core) a hand-off cost up to 0.8 ms of
+/// scheduling and the serial path won at every size: use a 1-thread pool there.
+pub const DEFAULT_PARALLEL_CUTOVER: usize = 32 * 1024;
 
 /// Frames per rayon task in batch encoding (each task multiplies its frames by a codebook at
 /// once, so the codebook is read once per block).
