@@ -1,6 +1,7 @@
 //! `quantize`: the policy on a tiny model, products of the converted weights against the f32
 //! ones within the error each format implies, metadata, layout, atomicity, and the CLI.
 
+mod common;
 use edgecsm::kernels::matmul::{Format, matmul};
 use edgecsm::kernels::q8::QK;
 use edgecsm::kernels::{Kernels, Mat, Pool, QScratch};
@@ -11,7 +12,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 struct T {
     name: &'static str,
@@ -513,10 +513,7 @@ fn a_corrupt_source_leaves_no_output() {
 }
 
 fn cli(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_edgecsm"))
-        .args(args)
-        .output()
-        .unwrap()
+    common::edgecsm().args(args).output().unwrap()
 }
 
 #[test]
@@ -593,7 +590,7 @@ fn cli_end_to_end() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("q4"));
 
     // a bad kernel override is one clear line
-    let r = Command::new(env!("CARGO_BIN_EXE_edgecsm"))
+    let r = common::edgecsm()
         .args(["quantize", "--model", s, "--dtype", "q8", "--out", o])
         .env("EDGECSM_KERNELS", "bogus")
         .output()

@@ -1,5 +1,18 @@
-//! Kyutai's Mimi codec: configuration (and, later, the SEANet/transformer/RVQ model code).
+//! Kyutai's Mimi codec: 24 kHz mono audio <-> 12.5 Hz frames of split-RVQ codes.
+//!
+//! [`config`] reads and validates `config.json`; [`conv`] holds the streaming causal
+//! (transposed) convolutions, [`seanet`] the convolutional encoder/decoder, [`transformer`] the
+//! sliding-window transformers, [`rvq`] the split residual vector quantizer, [`model`] loading
+//! and batch encode/decode, [`stream`] the frame-by-frame encoder and decoder streams.
 
 pub mod config;
+pub mod conv;
+pub mod model;
+pub mod rvq;
+pub mod seanet;
+pub mod stream;
+pub mod transformer;
 
 pub use config::MimiConfig;
+pub use model::{DecodeTrace, EncodeTrace, Mimi};
+pub use stream::{MimiDecoderStream, MimiEncoderStream};

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds the test suite for aarch64 once and runs all of it under qemu-user, emulating each
+# board's CPU (Pi 4 = cortex-a72, Pi 5 = cortex-a76, and qemu's `max`), checking that kernel
+# detection picks the expected set on each. See cross/README.md.
+#
+# On a fresh Debian 12 (bookworm) machine it first installs the cross toolchain from Debian
+# packages (cross/setup.sh: as root, or through sudo). Extra arguments go to the test binaries
+# (e.g. `cross/test.sh gemm_q8` to run only matching tests).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+TARGET=aarch64-unknown-linux-gnu
+# Debian's rustc (1.96, with the aarch64 std) builds; cargo stays whichever is on PATH.
+# A separate target dir keeps its artifacts (and host build scripts compiled by a different
+# rustc) from invalidating the host build's in target/.
+export RUSTC=/usr/bin/rustc
+export CARGO_TARGET_DIR="${CROSS_TARGET_DIR:-target/cross}"
+# CROSS_RELEASE=1 builds and runs the tests with optimizations (the codegen that ships, and
+# faster under emulation). PROPTEST_CASES from the environment is passed through (it only
+# affects properties without their own `ProptestConfig::with_cases`).
+profile=()
+if [ "${CROSS_RELEASE:-0}" = 1 ]; then profile=(--release); fi
+
+# RUSTFLAGS (e.g. a CI's `-D warnings`) replaces the config's target rustflags: keep static
+if [ -n "${RUSTFLAGS:-}" ]; then
+    export RUSTFLAGS="$RUSTFLAGS -C target-feature=+crt-static"
+fi
+
+cross/setup.sh
+
+echo "== building tests for $TARGET ($(cargo --version), $($RUSTC --version))"
+# the linker, runner and +crt-static come from .cargo/config.toml; --message-format lists the
+# test executables so they can be run directly under each emulated CPU
+# (only test-profile artifacts: the crate's own binary is built too but is not a test)
+bins=$(cargo test "${profile[@]}" --target "$TARGET" --no-run --message-format=json-render-diagnostics \
+        | grep '"reason":"compiler-artifact"' | grep -E '"profile":\{[^}]*"test":true' \
+        | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
+[ -n "$bins" ] || { echo "no test executables built"; exit 1; }
+
+status=0
+summary=""
+for pair in cortex-a72:neon cortex-a76:neon-dotprod max:neon-dotprod; do
+    cpu=${pair%%:*}
+    want=${pair#*:}
+    echo "== QEMU_CPU=$cpu, expecting kernel set $want"
+    start=$SECONDS
+    ok=1
+    for b in $bins; do
+        echo "-- $(basename "$b")"
+        if ! QEMU_CPU=$cpu EDGECSM_EXPECT_KERNELS=$want EDGECSM_TEST_RUNNER=qemu-aarch64-static qemu-aarch64-static "$b" "$@"; then
+            ok=0
+        fi
+    done
+    if [ $ok -eq 1 ]; then
+        summary+="$cpu ($want): ok in $((SECONDS - start)) s"$'\n'
+    else
+        summary+="$cpu ($want): FAILED"$'\n'
+        status=1
+    fi
+done
+echo "== summary"
+printf '%s' "$summary"
+exit $status
