@@ -25,7 +25,12 @@ pub fn write_atomically(path: &Path, fill: impl FnOnce(&File) -> Result<()>) -> 
     let mut prefix = std::ffi::OsString::from(".");
     prefix.push(name);
     prefix.push(".");
-    let tmp = tempfile::Builder::new()
+    let mut builder = tempfile::Builder::new();
+    // A temporary file is private (0600) by default; the output should get the permissions
+    // any new file gets (0666 less the umask), as with `File::create`.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let tmp = builder
         .prefix(&prefix)
         .suffix(".partial")
         .tempfile_in(dir)
@@ -60,6 +65,19 @@ mod tests {
         .unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"hello");
         assert_eq!(entries(d.path()), ["out.bin"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn output_gets_the_permissions_of_a_plainly_created_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let plain = d.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let p = d.path().join("out.bin");
+        write_atomically(&p, |_| Ok(())).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), mode(&plain));
     }
 
     #[test]
