@@ -4,11 +4,8 @@
 //! scalar references and SIMD twins chosen at start-up) -> [`weights`] (memory-mapped
 //! safetensors, validation, quantization) -> model code -> streaming -> CLI/daemon.
 
-<<<<<<< HEAD
 pub mod audio;
-=======
 pub mod csm;
->>>>>>> csmfix
 pub mod error;
 pub mod kernels;
 pub mod mimi;
