@@ -9,6 +9,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "edgecsm",
@@ -27,6 +29,10 @@ struct Cli {
 enum Command {
     /// Convert a model directory to Q8 or F16 safetensors for fast, zero-copy loading.
     Quantize(QuantizeArgs),
+    /// Run capture -> Mimi encode -> decode -> playback on ALSA devices and print latency figures.
+    Loop(cli::audio::LoopArgs),
+    /// List the ALSA PCMs (names usable as --capture/--playback).
+    Devices,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -59,7 +65,6 @@ struct QuantizeArgs {
 
 /// What every subcommand gets besides its own arguments.
 struct Context {
-    #[allow(dead_code)] // read by the compute subcommands
     threads: usize,
 }
 
@@ -81,6 +86,8 @@ fn run(cli: Cli) -> edgecsm::Result<()> {
     };
     match cli.command {
         Command::Quantize(args) => run_quantize(&ctx, args),
+        Command::Loop(args) => cli::audio::run_loop(ctx.threads, args),
+        Command::Devices => cli::audio::run_devices(),
     }
 }
 

@@ -1,0 +1,3 @@
+//! Subcommand implementations that outgrew `main.rs`.
+
+pub mod audio;
