@@ -33,7 +33,7 @@ echo "== building tests for $TARGET ($(cargo --version), $($RUSTC --version))"
 # the linker, runner and +crt-static come from .cargo/config.toml; --message-format lists the
 # test executables so they can be run directly under each emulated CPU
 # (only test-profile artifacts: the crate's own binary is built too but is not a test)
-bins=$(cargo test "${profile[@]}" --target "$TARGET" --no-run --message-format=json-render-diagnostics \
+bins=$(cargo test "${profile[@]}" --target "$TARGET" --no-default-features --no-run --message-format=json-render-diagnostics \
         | grep '"reason":"compiler-artifact"' | grep -E '"profile":\{[^}]*"test":true' \
         | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 [ -n "$bins" ] || { echo "no test executables built"; exit 1; }

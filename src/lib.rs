@@ -10,6 +10,7 @@ pub mod error;
 pub mod kernels;
 pub mod mimi;
 pub mod quantize;
+pub mod stream;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -1,5 +1,6 @@
-//! The codec subcommands of the `edgecsm` binary, one file each.
+//! The subcommands of the `edgecsm` binary that outgrew `main.rs`, one file each.
 
+pub mod audio;
 pub mod decode;
 pub mod encode;
 
