@@ -7,4 +7,6 @@
 //! seeded RNG, [`generate`] the per-frame loop, [`context`] the conversation (segments, KV cache
 //! kept across turns, eviction), [`model`] loading.
 
+pub mod embed;
 pub mod llama;
+pub mod sampling;
