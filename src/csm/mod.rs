@@ -4,9 +4,24 @@
 //!
 //! [`llama`] is the decoder stack both transformers use, [`embed`] the text and audio-frame
 //! embeddings, [`depth`] the depth decoder, [`sampling`] temperature/top-k sampling with a
-//! seeded RNG, [`generate`] the per-frame loop, [`context`] the conversation (segments, KV cache
-//! kept across turns, eviction), [`model`] loading.
+//! seeded RNG, [`generate`] the per-frame machinery, [`context`] the conversation (segments, KV
+//! cache kept across turns, eviction), [`model`] loading.
+//!
+//! Typical use: load a [`Csm`], wrap it in an `Arc`, open a [`Conversation`], add earlier turns
+//! with [`Conversation::add_segment`] (text ids + Mimi codes), then
+//! [`Conversation::generate`] a new turn, receiving each frame in a callback (decode it with a
+//! [`crate::mimi::MimiDecoderStream`] from [`Csm::codec`] for playback as it arrives).
 
+pub mod context;
+pub mod depth;
 pub mod embed;
+pub mod generate;
 pub mod llama;
+pub mod model;
 pub mod sampling;
+
+pub use context::{ContextReport, Conversation, Generated, Segment};
+pub use generate::{FrameEngine, GenerateOptions, InvalidCodes, StopReason};
+pub use llama::LlamaConfig;
+pub use model::{Csm, CsmDims};
+pub use sampling::SamplingParams;
