@@ -311,3 +311,258 @@ impl Conversation {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::csm::llama::tests::{llama_tensors, rand_vec, tiny_cfg, write_safetensors};
+    use crate::csm::model::CsmDims;
+    use crate::csm::sampling::SamplingParams;
+    use crate::weights::Weights;
+    use std::collections::BTreeMap;
+
+    const N: usize = 3;
+    const V: usize = 11;
+    const TV: usize = 50;
+    const AUDIO: u32 = 40;
+    const AUDIO_EOS: u32 = 41;
+
+    /// A random tiny CSM (no codec) with `max_positions` backbone positions.
+    fn tiny(max_positions: usize) -> (Arc<Csm>, tempfile::TempDir) {
+        let mut backbone = tiny_cfg();
+        backbone.max_positions = max_positions;
+        let mut depth = tiny_cfg();
+        depth.hidden_size = 16;
+        depth.head_dim = 4;
+        depth.intermediate_size = 24;
+        depth.max_positions = N + 1;
+        let h = backbone.hidden_size;
+        let mut t = BTreeMap::new();
+        llama_tensors(&backbone, "backbone_model.", 1, &mut t);
+        llama_tensors(&depth, "depth_decoder.model.", 100, &mut t);
+        let mut add = |name: &str, shape: Vec<usize>, seed: u64, scale: f32| {
+            let n = shape.iter().product();
+            t.insert(name.to_string(), (shape, rand_vec(n, seed, scale)));
+        };
+        add("embed_text_tokens.weight", vec![TV, h], 200, 1.0);
+        add(
+            "depth_decoder.model.embed_tokens.weight",
+            vec![N * V, h],
+            201,
+            1.0,
+        );
+        add("lm_head.weight", vec![V, h], 202, 1.0);
+        add(
+            "depth_decoder.model.inputs_embeds_projector.weight",
+            vec![depth.hidden_size, h],
+            203,
+            0.4,
+        );
+        add(
+            "depth_decoder.codebooks_head.weight",
+            vec![N - 1, depth.hidden_size, V],
+            204,
+            1.0,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        write_safetensors(dir.path(), &t);
+        let dims = CsmDims {
+            backbone,
+            depth,
+            num_codebooks: N,
+            audio_vocab: V,
+            text_vocab: TV,
+            audio_token_id: AUDIO,
+            audio_eos_token_id: AUDIO_EOS,
+            codebook_eos_token_id: 0,
+        };
+        let w = Weights::open(dir.path()).unwrap();
+        (Arc::new(Csm::from_weights(dims, &w, None).unwrap()), dir)
+    }
+
+    /// A turn: `text` ids, then `frames` audio frames and the audio-eos placeholder.
+    fn seg(label: &str, text: &[u32], frames: usize, seed: u32) -> Segment {
+        let mut ids = text.to_vec();
+        ids.extend(std::iter::repeat_n(AUDIO, frames));
+        ids.push(AUDIO_EOS);
+        let codes = (0..frames * N)
+            .map(|i| (i as u32 * 7 + seed) % (V as u32 - 1) + 1)
+            .collect();
+        Segment::new(label, ids, codes)
+    }
+
+    fn concat(a: &Segment, b: &Segment) -> Segment {
+        let mut s = a.clone();
+        s.ids.extend_from_slice(&b.ids);
+        s.codes.extend_from_slice(&b.codes);
+        s
+    }
+
+    fn max_err(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    #[test]
+    fn a_second_turn_prefills_only_itself_and_matches_a_whole_prefill() {
+        let (csm, _dir) = tiny(40);
+        let a = seg("a", &[1, 2, 3], 4, 1);
+        let b = seg("b", &[4, 5], 6, 2);
+        for chunk in [1, 3, 64] {
+            let mut conv = Conversation::with_prefill_chunk(csm.clone(), chunk);
+            let r = conv.add_segment(a.clone()).unwrap();
+            assert_eq!(r.prefilled_positions, a.positions());
+            let (r, lb) = conv.add_segment_with_logits(b.clone()).unwrap();
+            assert_eq!(r.prefilled_positions, b.positions());
+            assert!(r.evicted.is_empty() && r.reprefilled_positions == 0);
+            assert_eq!(conv.positions(), a.positions() + b.positions());
+            let mut fresh = Conversation::with_prefill_chunk(csm.clone(), 5);
+            let (_, l) = fresh.add_segment_with_logits(concat(&a, &b)).unwrap();
+            let tail = &l[a.positions() * V..];
+            let e = max_err(&lb, tail);
+            assert!(e < 1e-5, "chunk {chunk}: {e}");
+        }
+    }
+
+    #[test]
+    fn full_context_evicts_oldest_whole_segments() {
+        let (csm, _dir) = tiny(40);
+        let (a, b, c) = (
+            seg("a", &[1, 2], 10, 1),
+            seg("b", &[3], 12, 2),
+            seg("c", &[4], 14, 3),
+        );
+        assert_eq!((a.positions(), b.positions(), c.positions()), (13, 14, 16));
+        let mut conv = Conversation::with_prefill_chunk(csm.clone(), 4);
+        conv.add_segment(a.clone()).unwrap();
+        conv.add_segment(b.clone()).unwrap();
+        let (r, lc) = conv.add_segment_with_logits(c.clone()).unwrap();
+        assert_eq!(r.evicted, vec!["a".to_string()]);
+        assert_eq!(r.evicted_positions, 13);
+        assert_eq!(r.reprefilled_positions, 14);
+        assert!(r.eviction_message().unwrap().contains("a"));
+        assert_eq!(conv.positions(), 30);
+        let labels: Vec<&str> = conv.segments().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["b", "c"]);
+        let mut fresh = Conversation::new(csm.clone());
+        let (_, l) = fresh.add_segment_with_logits(concat(&b, &c)).unwrap();
+        assert!(max_err(&lc, &l[b.positions() * V..]) < 1e-5);
+        // a segment larger than the whole context is refused, history intact
+        let huge = seg("huge", &[1], 40, 4);
+        assert!(conv.add_segment(huge).is_err());
+        assert_eq!(conv.positions(), 30);
+    }
+
+    #[test]
+    fn bad_segments_are_errors_and_leave_the_context_intact() {
+        let (csm, _dir) = tiny(40);
+        let mut conv = Conversation::new(csm.clone());
+        conv.add_segment(seg("a", &[1, 2], 3, 1)).unwrap();
+        let before = conv.positions();
+        let mut s = seg("b", &[3], 2, 1);
+        s.codes.pop();
+        let e = conv.add_segment(s).unwrap_err().to_string();
+        assert!(e.contains("audio placeholders"), "{e}");
+        let mut s = seg("b", &[3], 2, 1);
+        s.codes[1] = V as u32;
+        assert!(conv.add_segment(s).is_err());
+        let s = seg("b", &[TV as u32], 2, 1);
+        assert!(conv.add_segment(s).is_err());
+        assert_eq!(conv.positions(), before);
+        assert_eq!(conv.segments().count(), 1);
+    }
+
+    #[test]
+    fn generation_streams_frames_and_commits_the_turn() {
+        let (csm, _dir) = tiny(60);
+        let ctx = seg("ctx", &[1, 2, 3], 5, 1);
+        let prompt = Segment::new("p", vec![7, 8, 9], vec![]);
+        let mut opts = GenerateOptions::sampled(6, 1234);
+        opts.invalid_codes = InvalidCodes::Keep;
+        let run = |opts: &GenerateOptions| {
+            let mut conv = Conversation::with_prefill_chunk(csm.clone(), 4);
+            conv.add_segment(ctx.clone()).unwrap();
+            let mut frames = Vec::new();
+            let g = conv
+                .generate(prompt.clone(), opts, |f| {
+                    frames.extend_from_slice(f);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            (conv, g, frames)
+        };
+        let (mut conv, g, frames) = run(&opts);
+        assert_eq!(frames.len(), g.frames * N);
+        assert!(g.frames >= 1);
+        // reproducible with the same seed
+        let (_, g2, frames2) = run(&opts);
+        assert_eq!((g2.frames, &frames2), (g.frames, &frames));
+        // the committed turn is the prompt, one placeholder per frame and the audio-eos
+        let turn = conv.segments().last().unwrap().clone();
+        let mut want_ids = prompt.ids.clone();
+        want_ids.extend(std::iter::repeat_n(AUDIO, g.frames));
+        want_ids.push(AUDIO_EOS);
+        assert_eq!(turn.ids, want_ids);
+        assert_eq!(turn.codes, frames);
+        assert_eq!(conv.positions(), ctx.positions() + turn.positions());
+        // the kept cache equals a from-scratch prefill of the history
+        let next = seg("next", &[4, 5], 2, 3);
+        let (_, l) = conv.add_segment_with_logits(next.clone()).unwrap();
+        let mut fresh = Conversation::new(csm.clone());
+        let (_, lf) = fresh
+            .add_segment_with_logits(concat(&concat(&ctx, &turn), &next))
+            .unwrap();
+        let off = (ctx.positions() + turn.positions()) * V;
+        assert!(max_err(&l, &lf[off..]) < 1e-5);
+        // greedy frames: codebook 0 is the argmax of the step's logits
+        let mut conv = Conversation::new(csm.clone());
+        let mut frames = Vec::new();
+        let mut g_opts = GenerateOptions::greedy(3);
+        g_opts.invalid_codes = InvalidCodes::Keep;
+        let first = prompt.clone();
+        let (_, lp) = Conversation::new(csm.clone())
+            .add_segment_with_logits(first.clone())
+            .unwrap();
+        let last = &lp[(first.positions() - 1) * V..];
+        conv.generate(first, &g_opts, |f| {
+            frames.extend_from_slice(f);
+            ControlFlow::Break(())
+        })
+        .map(|g| assert_eq!(g.stop, StopReason::Stopped))
+        .unwrap();
+        assert_eq!(frames.len(), N);
+        assert_eq!(frames[0] as usize, crate::csm::sampling::argmax(last));
+        let _ = SamplingParams::GREEDY;
+    }
+
+    #[test]
+    fn generation_needs_room_and_a_prompt() {
+        let (csm, _dir) = tiny(40);
+        let mut conv = Conversation::new(csm.clone());
+        let opts = GenerateOptions::greedy(50);
+        let e = conv
+            .generate(Segment::new("p", vec![1, 2], vec![]), &opts, |_| {
+                ControlFlow::Continue(())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than the model's 40"), "{e}");
+        let e = conv
+            .generate(Segment::default(), &GenerateOptions::greedy(2), |_| {
+                ControlFlow::Continue(())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nothing to continue"), "{e}");
+        // room is made by evicting old turns
+        conv.add_segment(seg("old", &[1], 20, 1)).unwrap();
+        let mut opts = GenerateOptions::greedy(30);
+        opts.invalid_codes = InvalidCodes::Keep;
+        let g = conv
+            .generate(Segment::new("p", vec![1, 2], vec![]), &opts, |_| {
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(g.context.evicted, vec!["old".to_string()]);
+    }
+}

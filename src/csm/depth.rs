@@ -156,20 +156,14 @@ impl DepthDecoder {
         st.inp[..bh].copy_from_slice(hidden);
         emb.code_into(0, frame[0], &mut st.inp[bh..2 * bh])?;
         let mut rows = 2;
-        for cb in 1..n {
+        for (cb, head) in (1..n).zip(&self.heads) {
             let out = self.run(k, pool, &mut st.llama, &st.inp, &mut st.qs, rows)?;
             let last = &out[(rows - 1) * h..rows * h];
-            matmul(
-                k,
-                pool,
-                &self.heads[cb - 1].mat(),
-                last,
-                &mut st.logits,
-                &mut st.qs,
-            );
-            frame[cb] = sampler.sample(&st.logits, params);
+            matmul(k, pool, &head.mat(), last, &mut st.logits, &mut st.qs);
+            let code = sampler.sample(&st.logits, params);
+            frame[cb] = code;
             if cb + 1 < n {
-                emb.code_into(cb, frame[cb], &mut st.inp[..bh])?;
+                emb.code_into(cb, code, &mut st.inp[..bh])?;
                 rows = 1;
             }
         }
