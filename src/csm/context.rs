@@ -260,6 +260,8 @@ impl Conversation {
         self.engine.reseed(opts.seed);
         seg.ids.reserve(opts.max_frames + 1);
         seg.codes.reserve(opts.max_frames * n);
+        // generated frames start after the prompt's own audio codes
+        let base = seg.codes.len();
         let mut frames = 0;
         // whether the last frame handed out has been fed to the backbone
         let mut fed = true;
@@ -283,7 +285,7 @@ impl Conversation {
             seg.ids.push(d.audio_token_id);
             seg.codes.extend_from_slice(frame);
             frames += 1;
-            let flow = on_frame(&seg.codes[(frames - 1) * n..frames * n]);
+            let flow = on_frame(&seg.codes[base + (frames - 1) * n..base + frames * n]);
             if flow.is_break() {
                 fed = false;
                 break StopReason::Stopped;
@@ -292,14 +294,12 @@ impl Conversation {
                 fed = false;
                 break StopReason::MaxFrames;
             }
-            let last = frames - 1;
             self.engine
-                .feed_frame(&csm, &seg.codes[last * n..frames * n])?;
+                .feed_frame(&csm, &seg.codes[base + (frames - 1) * n..])?;
         };
         if !fed {
-            let last = frames - 1;
             self.engine
-                .feed_frame(&csm, &seg.codes[last * n..frames * n])?;
+                .feed_frame(&csm, &seg.codes[base + (frames - 1) * n..])?;
         }
         self.engine.feed_eos_frame(&csm)?;
         seg.ids.push(d.audio_eos_token_id);
@@ -476,7 +476,8 @@ mod tests {
     fn generation_streams_frames_and_commits_the_turn() {
         let (csm, _dir) = tiny(60);
         let ctx = seg("ctx", &[1, 2, 3], 5, 1);
-        let prompt = Segment::new("p", vec![7, 8, 9], vec![]);
+        // a prompt holding audio of its own: generated frames come after its codes
+        let prompt = Segment::new("p", vec![7, AUDIO, AUDIO, 8, 9], vec![1, 2, 3, 4, 5, 6]);
         let mut opts = GenerateOptions::sampled(6, 1234);
         opts.invalid_codes = InvalidCodes::Keep;
         let run = |opts: &GenerateOptions| {
@@ -503,7 +504,8 @@ mod tests {
         want_ids.extend(std::iter::repeat_n(AUDIO, g.frames));
         want_ids.push(AUDIO_EOS);
         assert_eq!(turn.ids, want_ids);
-        assert_eq!(turn.codes, frames);
+        assert_eq!(turn.codes[..6], prompt.codes);
+        assert_eq!(turn.codes[6..], frames);
         assert_eq!(conv.positions(), ctx.positions() + turn.positions());
         // the kept cache equals a from-scratch prefill of the history
         let next = seg("next", &[4, 5], 2, 3);
