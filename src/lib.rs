@@ -4,6 +4,7 @@
 //! scalar references and SIMD twins chosen at start-up) -> [`weights`] (memory-mapped
 //! safetensors, validation, quantization) -> model code -> streaming -> CLI/daemon.
 
+pub mod audio;
 pub mod csm;
 pub mod error;
 pub mod kernels;

@@ -2,6 +2,8 @@
 //!
 //! Every failure is printed as one `error: <message>` line on stderr with a non-zero exit code.
 
+mod cli;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edgecsm::kernels::Kernels;
 use edgecsm::quantize::{self, Mode};
@@ -27,6 +29,10 @@ struct Cli {
 enum Command {
     /// Convert a model directory to Q8 or F16 safetensors for fast, zero-copy loading.
     Quantize(QuantizeArgs),
+    /// Encode a WAV file into Mimi codes (int64 .npy, [codebooks, frames]).
+    Encode(cli::encode::EncodeArgs),
+    /// Decode Mimi codes (int64 .npy, [codebooks, frames]) into a WAV file.
+    Decode(cli::decode::DecodeArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -59,7 +65,6 @@ struct QuantizeArgs {
 
 /// What every subcommand gets besides its own arguments.
 struct Context {
-    #[allow(dead_code)] // read by the compute subcommands
     threads: usize,
 }
 
@@ -81,7 +86,15 @@ fn run(cli: Cli) -> edgecsm::Result<()> {
     };
     match cli.command {
         Command::Quantize(args) => run_quantize(&ctx, args),
+        Command::Encode(args) => report(cli::encode::run(ctx.threads, args)?),
+        Command::Decode(args) => report(cli::decode::run(ctx.threads, args)?),
     }
+}
+
+/// Prints a subcommand's one-line summary (a closed stdout is not an error of the work done).
+fn report(line: String) -> edgecsm::Result<()> {
+    let _ = writeln!(std::io::stdout(), "{line}");
+    Ok(())
 }
 
 fn run_quantize(_ctx: &Context, a: QuantizeArgs) -> edgecsm::Result<()> {

@@ -1,0 +1,200 @@
+//! Mimi real-time factor (processing time / audio duration) at the full kyutai/mimi size.
+//!
+//! Builds the published configuration (512 hidden, 64 filters, ratios [8, 6, 5, 4], 8 + 8
+//! transformer layers, 32 quantizers x 2048 x 256) with deterministic random weights in a
+//! temporary directory (see `mimi/synth.rs`; nothing is committed or downloaded), converts it
+//! to F16 and Q8 with `edgecsm::quantize`, and times, for each weight format and 1 and 2
+//! threads: batch `encode` (all 32 codebooks) and `decode` of a clip, and the same clip frame
+//! by frame through `MimiEncoderStream` / `MimiDecoderStream`. Prints a Markdown table with the
+//! columns of `tools/bench_mimi_torch.py` (the PyTorch reference), so rows can be compared.
+//!
+//!     cargo bench --bench mimi                 # 10 s clip, median of 3 runs
+//!     cargo bench --bench mimi -- --quick      # 0.24 s clip, 1 thread, one run
+//!                                              # (or EDGECSM_BENCH_QUICK=1)
+
+#[path = "mimi/synth.rs"]
+mod synth;
+
+use edgecsm::kernels::{Kernels, Pool};
+use edgecsm::mimi::{Mimi, MimiConfig, MimiDecoderStream, MimiEncoderStream};
+use edgecsm::quantize::{self, Mode};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Seed of the synthetic weights (any value; fixed so every run times the same model).
+const SEED: u64 = 0x6d69_6d69;
+
+struct Settings {
+    /// Clip length in code frames (80 ms each).
+    frames: usize,
+    reps: usize,
+    threads: Vec<usize>,
+}
+
+fn settings() -> Settings {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick")
+        || std::env::var("EDGECSM_BENCH_QUICK").is_ok_and(|v| v == "1");
+    if quick {
+        // Short enough to finish well under a minute even with slow (f16) weights.
+        Settings {
+            frames: 3,
+            reps: 1,
+            threads: vec![1],
+        }
+    } else {
+        Settings {
+            frames: 125, // 10 s
+            reps: 3,
+            threads: vec![1, 2],
+        }
+    }
+}
+
+/// A speech-like test signal: a few harmonics with a slow pitch glide plus a little noise.
+fn test_audio(samples: usize, rate: usize) -> Vec<f32> {
+    let mut noise = 0x1234_5678_u32;
+    (0..samples)
+        .map(|i| {
+            let t = i as f64 / rate as f64;
+            let f0 = 140.0 + 40.0 * (2.0 * std::f64::consts::PI * 0.7 * t).sin();
+            let phase = 2.0 * std::f64::consts::PI * f0 * t;
+            let voiced: f64 = (1..=5).map(|h| (phase * h as f64).sin() / h as f64).sum();
+            noise ^= noise << 13;
+            noise ^= noise >> 17;
+            noise ^= noise << 5;
+            let n = noise as f64 / u32::MAX as f64 - 0.5;
+            (0.25 * voiced + 0.02 * n) as f32
+        })
+        .collect()
+}
+
+/// Median wall time of `reps` runs of `f` (seconds).
+fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn load(dir: &Path, threads: usize) -> Mimi {
+    let mut m = Mimi::load(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    if threads > 1 {
+        m.set_pool(Arc::new(Pool::new(threads)));
+    }
+    m
+}
+
+fn row(weights: &str, threads: usize, mode: &str, enc: f64, dec: f64) {
+    println!(
+        "| {:<8} | {weights:<7} | {threads:>7} | {mode:<9} | {enc:>10.4} | {dec:>10.4} | {:>11.4} |",
+        "edgecsm",
+        enc + dec
+    );
+}
+
+fn main() {
+    let s = settings();
+    Kernels::init().expect("kernel selection");
+    let cfg = MimiConfig::default();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let t0 = Instant::now();
+    let f32_dir = tmp.path().join("f32");
+    std::fs::create_dir(&f32_dir).unwrap();
+    synth::write_model(&f32_dir, &cfg, SEED).expect("write the synthetic model");
+    let mut models = vec![("f32", f32_dir.clone())];
+    for (name, mode) in [("f16", Mode::F16), ("q8", Mode::Q8)] {
+        let out = tmp.path().join(name);
+        let opts = quantize::Options {
+            model: f32_dir.clone(),
+            out: out.clone(),
+            mode,
+            keep: Vec::new(),
+            force: false,
+        };
+        quantize::quantize(&opts, &mut std::io::sink()).expect("quantize");
+        models.push((name, out));
+    }
+    eprintln!(
+        "built the synthetic kyutai/mimi checkpoints (f32, f16, q8) in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    let rate = cfg.sampling_rate;
+    let frame = cfg.frame_size();
+    let frames = s.frames;
+    let pcm = test_audio(frames * frame, rate);
+    let duration = pcm.len() as f64 / rate as f64;
+    let n_q = cfg.num_quantizers;
+
+    println!(
+        "# edgecsm Mimi, kernels {:?}, {duration} s audio, {n_q} codebooks, median of {}",
+        Kernels::get().set(),
+        s.reps
+    );
+    println!(
+        "| {:<8} | {:<7} | {:>7} | {:<9} | {:>10} | {:>10} | {:>11} |",
+        "impl", "weights", "threads", "mode", "encode RTF", "decode RTF", "enc+dec RTF"
+    );
+    println!(
+        "|{}|{}|{}|{}|{}|{}|{}|",
+        "-".repeat(10),
+        "-".repeat(9),
+        "-".repeat(9),
+        "-".repeat(11),
+        "-".repeat(12),
+        "-".repeat(12),
+        "-".repeat(13)
+    );
+    for (weights, dir) in &models {
+        for &threads in &s.threads {
+            let mimi = Arc::new(load(dir, threads));
+            // Warm-up (page in the weights, spin up the pool) on one frame each way.
+            let warm = mimi.encode(&pcm[..frame], n_q).expect("encode");
+            mimi.decode(&warm).expect("decode");
+
+            let mut codes = Vec::new();
+            let enc = median_secs(s.reps, || codes = mimi.encode(&pcm, n_q).expect("encode"));
+            let dec = median_secs(s.reps, || {
+                mimi.decode(&codes).expect("decode");
+            });
+            row(weights, threads, "batch", enc / duration, dec / duration);
+
+            // The batch codes frame by frame, so the decode loop only decodes.
+            let by_frame: Vec<u32> = (0..frames)
+                .flat_map(|t| codes.iter().map(move |row| row[t]))
+                .collect();
+            let mut enc_stream = MimiEncoderStream::new(mimi.clone(), n_q).expect("stream");
+            let mut dec_stream = MimiDecoderStream::new(mimi.clone()).expect("stream");
+            let mut frame_codes = vec![0u32; n_q];
+            let mut out = vec![0f32; frame];
+            let enc = median_secs(s.reps, || {
+                enc_stream.reset();
+                for chunk in pcm.chunks_exact(frame) {
+                    enc_stream
+                        .encode_frame(chunk, &mut frame_codes)
+                        .expect("encode frame");
+                }
+            });
+            let dec = median_secs(s.reps, || {
+                dec_stream.reset();
+                for fc in by_frame.chunks_exact(n_q) {
+                    dec_stream.decode_frame(fc, &mut out).expect("decode frame");
+                }
+            });
+            row(
+                weights,
+                threads,
+                "streaming",
+                enc / duration,
+                dec / duration,
+            );
+        }
+    }
+}
