@@ -6,6 +6,7 @@
 //! immutable (share it with an `Arc`); conversations ([`super::context::Conversation`]) hold
 //! the mutable state.
 
+use super::config::{CsmConfig, TransformerConfig};
 use super::depth::DepthDecoder;
 use super::embed::Embeddings;
 use super::llama::{Llama, LlamaConfig};
@@ -13,6 +14,7 @@ use crate::kernels::{Kernels, Pool};
 use crate::mimi::{Mimi, MimiConfig};
 use crate::weights::{WeightMatrix, Weights};
 use crate::{Error, Result};
+use std::path::Path;
 use std::sync::Arc;
 
 pub const BACKBONE_PREFIX: &str = "backbone_model.";
@@ -37,6 +39,25 @@ pub struct CsmDims {
 }
 
 impl CsmDims {
+    /// The dimensions of a parsed `config.json`.
+    pub fn from_config(c: &CsmConfig) -> Result<CsmDims> {
+        let id = |name: &str, v: usize| {
+            u32::try_from(v).map_err(|_| {
+                Error::Invalid(format!("CSM config: {name} {v} does not fit in 32 bits"))
+            })
+        };
+        Ok(CsmDims {
+            backbone: llama_config(&c.backbone),
+            depth: llama_config(&c.depth_decoder.transformer),
+            num_codebooks: c.num_codebooks,
+            audio_vocab: c.audio_vocab_size,
+            text_vocab: c.text_vocab_size,
+            audio_token_id: id("audio_token_id", c.audio_token_id)?,
+            audio_eos_token_id: id("audio_eos_token_id", c.audio_eos_token_id)?,
+            codebook_eos_token_id: id("codebook_eos_token_id", c.codebook_eos_token_id)?,
+        })
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.backbone.validate("backbone")?;
         self.depth.validate("depth decoder")?;
@@ -62,6 +83,22 @@ impl CsmDims {
     }
 }
 
+fn llama_config(t: &TransformerConfig) -> LlamaConfig {
+    LlamaConfig {
+        hidden_size: t.hidden_size,
+        num_layers: t.num_hidden_layers,
+        num_heads: t.num_attention_heads,
+        num_kv_heads: t.num_key_value_heads,
+        head_dim: t.head_dim,
+        intermediate_size: t.intermediate_size,
+        // the reference adds eps to an f32 mean
+        rms_norm_eps: t.rms_norm_eps as f32,
+        rope_theta: t.rope_theta,
+        rope_scaling: t.rope_scaling,
+        max_positions: t.max_position_embeddings,
+    }
+}
+
 /// A loaded CSM (see the module docs).
 #[derive(Debug)]
 pub struct Csm {
@@ -76,6 +113,24 @@ pub struct Csm {
 }
 
 impl Csm {
+    /// Loads `dir/config.json` and the weights of `dir` (transformers-format f32/bf16
+    /// safetensors, or the output of `edgecsm quantize`), codec included.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Csm> {
+        let dir = dir.as_ref();
+        let cfg = CsmConfig::load(dir.join("config.json"))?;
+        let w = Weights::open(dir)?;
+        if cfg.depth_decoder.backbone_hidden_size != cfg.backbone.hidden_size {
+            return Err(Error::BadConfig {
+                path: dir.join("config.json"),
+                msg: format!(
+                    "depth_decoder_config.backbone_hidden_size {} differs from hidden_size {}",
+                    cfg.depth_decoder.backbone_hidden_size, cfg.backbone.hidden_size
+                ),
+            });
+        }
+        Csm::from_weights(CsmDims::from_config(&cfg)?, &w, Some(cfg.codec.clone()))
+    }
+
     /// Builds the model from an open checkpoint. With `codec` given, the Mimi codec is loaded
     /// from the `codec_model.` tensors too. Uses a one-thread pool (see [`Csm::set_pool`]).
     pub fn from_weights(dims: CsmDims, w: &Weights, codec: Option<MimiConfig>) -> Result<Csm> {
