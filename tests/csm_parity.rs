@@ -211,3 +211,30 @@ fn loading_checks_every_shape_and_names_the_tensor() {
     }
     assert!(Csm::from_weights(good, &w, Some(cfg.codec.clone())).is_ok());
 }
+
+#[test]
+fn bundled_tiny_model_generates_decodable_frames() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/csm-tiny");
+    let csm = Arc::new(load(&dir));
+    let ids = u32s(&fixture_root().join("a/context_input_ids.npy")).0;
+    let codes = u32s(&fixture_root().join("a/context_audio_codes.npy")).0;
+    let mut conv = Conversation::new(csm.clone());
+    let mut frames = Vec::new();
+    let g = conv
+        .generate(
+            Segment::new("ctx", ids, codes),
+            &GenerateOptions::sampled(4, 1),
+            |f| {
+                frames.extend_from_slice(f);
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    assert!(g.frames >= 1, "{:?}", g.stop);
+    assert_eq!(frames.len(), g.frames * csm.num_codebooks());
+    assert!(frames.iter().all(|&c| c < csm.decodable_limit()));
+    let pcm = csm.decode_frames(&frames).unwrap();
+    let fs = csm.codec().unwrap().frame_size();
+    assert_eq!(pcm.len(), g.frames * fs);
+    assert!(pcm.iter().all(|v| v.is_finite()));
+}
