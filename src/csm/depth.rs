@@ -1,0 +1,258 @@
+//! The depth decoder: a small Llama that, given the backbone's last hidden state and codebook
+//! 0 of a frame, predicts codebooks 1..N-1 of that frame one after another.
+//!
+//! Its sequence per frame (the KV cache starts empty every frame): position 0 is the backbone
+//! hidden state, position `p >= 1` is the embedding of code `c[p-1]` of codebook `p-1` (row
+//! `(p-1) * vocab + c` of the shared audio table, `backbone_hidden` wide); every input goes
+//! through `inputs_embeds_projector` (`[hidden, backbone_hidden]`). The hidden state at position
+//! `p >= 1` gives the logits of codebook `p` through `codebooks_head[p-1]`.
+//!
+//! `codebooks_head.weight` is stored `[N-1, hidden, vocab]` (the product is `h @ W[i]`); the
+//! kernels read `[rows = vocab, cols = hidden]`, so each head is transposed once at load time,
+//! keeping the stored precision (F32, F16; BF16 becomes F32, Q8 is dequantized to F32).
+
+use super::embed::Embeddings;
+use super::llama::{Llama, LlamaConfig, LlamaState};
+use super::sampling::{Sampler, SamplingParams};
+use crate::kernels::matmul::{Mat, matmul};
+use crate::kernels::{Kernels, Pool, QScratch};
+use crate::weights::{WeightMatrix, Weights};
+use crate::{Error, Result};
+use half::f16;
+
+pub const PREFIX: &str = "depth_decoder.model.";
+pub const PROJECTOR: &str = "depth_decoder.model.inputs_embeds_projector.weight";
+pub const CODEBOOKS_HEAD: &str = "depth_decoder.codebooks_head.weight";
+
+/// Depth-decoder weights.
+#[derive(Debug)]
+pub struct DepthDecoder {
+    llama: Llama,
+    proj: WeightMatrix,
+    /// `heads[i]`: `[vocab, hidden]`, the logits of codebook `i + 1`.
+    heads: Vec<WeightMatrix>,
+    num_codebooks: usize,
+    vocab: usize,
+    backbone_hidden: usize,
+}
+
+impl DepthDecoder {
+    /// Loads the depth decoder from the root of a CSM checkpoint.
+    pub fn load(
+        w: &Weights,
+        cfg: &LlamaConfig,
+        backbone_hidden: usize,
+        num_codebooks: usize,
+        vocab: usize,
+    ) -> Result<DepthDecoder> {
+        if num_codebooks < 2 {
+            return Err(Error::Invalid(format!(
+                "CSM needs at least 2 codebooks, the config has {num_codebooks}"
+            )));
+        }
+        if cfg.max_positions < num_codebooks {
+            return Err(Error::Invalid(format!(
+                "depth decoder max_position_embeddings ({}) is below num_codebooks ({num_codebooks})",
+                cfg.max_positions
+            )));
+        }
+        let llama = Llama::load(&w.with_prefix(PREFIX), cfg, "depth decoder")?;
+        let h = cfg.hidden_size;
+        let proj = w.matrix(PROJECTOR, &[h, backbone_hidden])?;
+        let stored = w.matrix(CODEBOOKS_HEAD, &[num_codebooks - 1, h, vocab])?;
+        let name = stored.name().to_string();
+        let m = stored.mat();
+        let mut heads = Vec::with_capacity(num_codebooks - 1);
+        let mut row = Vec::new();
+        for i in 0..num_codebooks - 1 {
+            let hname = format!("{name}[{i}] (transposed)");
+            let t = match m {
+                Mat::F16 { w, .. } => {
+                    let src = &w[i * h * vocab..(i + 1) * h * vocab];
+                    WeightMatrix::from_f16(hname, vocab, h, transpose(src, h, vocab, f16::ZERO))
+                }
+                Mat::F32 { w, .. } => {
+                    let src = &w[i * h * vocab..(i + 1) * h * vocab];
+                    WeightMatrix::from_f32(hname, vocab, h, transpose(src, h, vocab, 0.0))
+                }
+                Mat::Q8 { .. } => {
+                    row.resize(h * vocab, 0.0);
+                    m.row_into(i, &mut row);
+                    WeightMatrix::from_f32(hname, vocab, h, transpose(&row, h, vocab, 0.0))
+                }
+            };
+            heads.push(t.expect("transposed head has vocab * hidden values"));
+        }
+        Ok(DepthDecoder {
+            llama,
+            proj,
+            heads,
+            num_codebooks,
+            vocab,
+            backbone_hidden,
+        })
+    }
+
+    pub fn llama(&self) -> &Llama {
+        &self.llama
+    }
+
+    pub fn num_codebooks(&self) -> usize {
+        self.num_codebooks
+    }
+
+    /// Bytes of weights one frame reads: N-1 passes of the stack and projector, one head each.
+    pub fn frame_weight_bytes(&self) -> usize {
+        let pass = self.llama.weight_bytes() + self.proj.mat().bytes();
+        (self.num_codebooks - 1) * pass + self.heads.iter().map(|m| m.mat().bytes()).sum::<usize>()
+    }
+
+    /// Projects input rows `inp` (`[n, backbone_hidden]`) and runs them at the next positions;
+    /// returns the hidden states `[n, hidden]`.
+    fn run<'s>(
+        &self,
+        k: &Kernels,
+        pool: &Pool,
+        llama: &'s mut LlamaState,
+        inp: &[f32],
+        qs: &mut QScratch,
+        n: usize,
+    ) -> Result<&'s [f32]> {
+        let bh = self.backbone_hidden;
+        matmul(
+            k,
+            pool,
+            &self.proj.mat(),
+            &inp[..n * bh],
+            llama.input_mut(n),
+            qs,
+        );
+        llama.forward(&self.llama, k, pool, n)
+    }
+
+    /// Completes `frame` (`num_codebooks` codes, `frame[0]` = codebook 0 already chosen) with
+    /// codebooks 1.. drawn from `sampler` under `params`, given the backbone's last hidden
+    /// state `hidden` (`backbone_hidden` long). Allocates nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn complete_frame(
+        &self,
+        k: &Kernels,
+        pool: &Pool,
+        emb: &Embeddings,
+        st: &mut DepthState,
+        hidden: &[f32],
+        frame: &mut [u32],
+        sampler: &mut Sampler,
+        params: &SamplingParams,
+    ) -> Result<()> {
+        let (n, bh, h) = (
+            self.num_codebooks,
+            self.backbone_hidden,
+            self.llama.config().hidden_size,
+        );
+        check_len("backbone hidden state", hidden.len(), bh)?;
+        check_len("frame", frame.len(), n)?;
+        st.llama.reset();
+        st.inp[..bh].copy_from_slice(hidden);
+        emb.code_into(0, frame[0], &mut st.inp[bh..2 * bh])?;
+        let mut rows = 2;
+        for (cb, head) in (1..n).zip(&self.heads) {
+            let out = self.run(k, pool, &mut st.llama, &st.inp, &mut st.qs, rows)?;
+            let last = &out[(rows - 1) * h..rows * h];
+            matmul(k, pool, &head.mat(), last, &mut st.logits, &mut st.qs);
+            let code = sampler.sample(&st.logits, params);
+            frame[cb] = code;
+            if cb + 1 < n {
+                emb.code_into(cb, code, &mut st.inp[..bh])?;
+                rows = 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Teacher-forced logits of codebooks 1..N-1 (`[N-1, vocab]`) for `frame` (its codes
+    /// 0..N-2 are the inputs) after the backbone hidden state `hidden`: one pass over all N
+    /// positions, as the reference computes them in training.
+    pub fn teacher_forced_logits(
+        &self,
+        k: &Kernels,
+        pool: &Pool,
+        emb: &Embeddings,
+        st: &mut DepthState,
+        hidden: &[f32],
+        frame: &[u32],
+    ) -> Result<Vec<f32>> {
+        let (n, bh, h, v) = (
+            self.num_codebooks,
+            self.backbone_hidden,
+            self.llama.config().hidden_size,
+            self.vocab,
+        );
+        check_len("backbone hidden state", hidden.len(), bh)?;
+        check_len("frame", frame.len(), n)?;
+        st.llama.reset();
+        st.inp[..bh].copy_from_slice(hidden);
+        for p in 1..n {
+            emb.code_into(p - 1, frame[p - 1], &mut st.inp[p * bh..(p + 1) * bh])?;
+        }
+        let out = self
+            .run(k, pool, &mut st.llama, &st.inp, &mut st.qs, n)?
+            .to_vec();
+        let mut logits = vec![0f32; (n - 1) * v];
+        for p in 1..n {
+            matmul(
+                k,
+                pool,
+                &self.heads[p - 1].mat(),
+                &out[p * h..(p + 1) * h],
+                &mut logits[(p - 1) * v..p * v],
+                &mut st.qs,
+            );
+        }
+        Ok(logits)
+    }
+}
+
+/// The mutable side of a [`DepthDecoder`].
+#[derive(Debug)]
+pub struct DepthState {
+    llama: LlamaState,
+    /// Input rows before projection, `[num_codebooks, backbone_hidden]`.
+    inp: Vec<f32>,
+    logits: Vec<f32>,
+    qs: QScratch,
+}
+
+impl DepthState {
+    pub fn new(d: &DepthDecoder) -> DepthState {
+        let n = d.num_codebooks;
+        let widest = d.backbone_hidden.max(d.llama.config().hidden_size);
+        DepthState {
+            llama: LlamaState::new(&d.llama, n),
+            inp: vec![0.0; n * d.backbone_hidden],
+            logits: vec![0.0; d.vocab],
+            qs: QScratch::new(n, widest),
+        }
+    }
+}
+
+fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "depth decoder: {what} has {got} values, expected {want}"
+        )))
+    }
+}
+
+/// `[rows, cols]` -> `[cols, rows]`.
+fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, zero: T) -> Vec<T> {
+    let mut out = vec![zero; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = src[r * cols + c];
+        }
+    }
+    out
+}

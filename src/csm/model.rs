@@ -1,0 +1,227 @@
+//! A loaded CSM: backbone, depth decoder, embeddings, codebook-0 head and (optionally) the
+//! Mimi codec stored under `codec_model.` in the same checkpoint.
+//!
+//! Every tensor is looked up by its transformers-format name and checked against the
+//! dimensions in [`CsmDims`]; an error names the tensor at fault. The model itself is
+//! immutable (share it with an `Arc`); conversations ([`super::context::Conversation`]) hold
+//! the mutable state.
+
+use super::config::{CsmConfig, TransformerConfig};
+use super::depth::DepthDecoder;
+use super::embed::Embeddings;
+use super::llama::{Llama, LlamaConfig};
+use crate::kernels::{Kernels, Pool};
+use crate::mimi::{Mimi, MimiConfig};
+use crate::weights::{WeightMatrix, Weights};
+use crate::{Error, Result};
+use std::path::Path;
+use std::sync::Arc;
+
+pub const BACKBONE_PREFIX: &str = "backbone_model.";
+pub const LM_HEAD: &str = "lm_head.weight";
+pub const CODEC_PREFIX: &str = "codec_model.";
+
+/// The dimensions and special ids the runtime needs (filled from `config.json`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CsmDims {
+    pub backbone: LlamaConfig,
+    pub depth: LlamaConfig,
+    pub num_codebooks: usize,
+    /// Ids per codebook (`vocab_size`, 2051 for csm-1b: 2048 Mimi codes + 3 extra).
+    pub audio_vocab: usize,
+    pub text_vocab: usize,
+    /// Text-stream placeholder for one audio frame (`<|AUDIO|>`).
+    pub audio_token_id: u32,
+    /// Text-stream placeholder for the all-`codebook_eos` frame that closes an audio segment.
+    pub audio_eos_token_id: u32,
+    /// The code that marks end of speech (0 in csm-1b).
+    pub codebook_eos_token_id: u32,
+}
+
+impl CsmDims {
+    /// The dimensions of a parsed `config.json`.
+    pub fn from_config(c: &CsmConfig) -> Result<CsmDims> {
+        let id = |name: &str, v: usize| {
+            u32::try_from(v).map_err(|_| {
+                Error::Invalid(format!("CSM config: {name} {v} does not fit in 32 bits"))
+            })
+        };
+        Ok(CsmDims {
+            backbone: llama_config(&c.backbone),
+            depth: llama_config(&c.depth_decoder.transformer),
+            num_codebooks: c.num_codebooks,
+            audio_vocab: c.audio_vocab_size,
+            text_vocab: c.text_vocab_size,
+            audio_token_id: id("audio_token_id", c.audio_token_id)?,
+            audio_eos_token_id: id("audio_eos_token_id", c.audio_eos_token_id)?,
+            codebook_eos_token_id: id("codebook_eos_token_id", c.codebook_eos_token_id)?,
+        })
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.backbone.validate("backbone")?;
+        self.depth.validate("depth decoder")?;
+        if self.num_codebooks < 2 || self.audio_vocab == 0 || self.text_vocab == 0 {
+            return Err(Error::Invalid(format!(
+                "CSM config: need num_codebooks >= 2 and positive vocabularies, got \
+                 num_codebooks {}, vocab_size {}, text_vocab_size {}",
+                self.num_codebooks, self.audio_vocab, self.text_vocab
+            )));
+        }
+        if self.codebook_eos_token_id as usize >= self.audio_vocab {
+            return Err(Error::Invalid(format!(
+                "CSM config: codebook_eos_token_id {} is outside the audio vocabulary ({})",
+                self.codebook_eos_token_id, self.audio_vocab
+            )));
+        }
+        if self.audio_token_id == self.audio_eos_token_id {
+            return Err(Error::Invalid(
+                "CSM config: audio_token_id and audio_eos_token_id are equal".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn llama_config(t: &TransformerConfig) -> LlamaConfig {
+    LlamaConfig {
+        hidden_size: t.hidden_size,
+        num_layers: t.num_hidden_layers,
+        num_heads: t.num_attention_heads,
+        num_kv_heads: t.num_key_value_heads,
+        head_dim: t.head_dim,
+        intermediate_size: t.intermediate_size,
+        // the reference adds eps to an f32 mean
+        rms_norm_eps: t.rms_norm_eps as f32,
+        rope_theta: t.rope_theta,
+        rope_scaling: t.rope_scaling,
+        max_positions: t.max_position_embeddings,
+    }
+}
+
+/// A loaded CSM (see the module docs).
+#[derive(Debug)]
+pub struct Csm {
+    dims: CsmDims,
+    pub(crate) embed: Embeddings,
+    pub(crate) backbone: Llama,
+    pub(crate) lm_head: WeightMatrix,
+    pub(crate) depth: DepthDecoder,
+    codec: Option<Arc<Mimi>>,
+    kernels: &'static Kernels,
+    pool: Arc<Pool>,
+}
+
+impl Csm {
+    /// Loads `dir/config.json` and the weights of `dir` (transformers-format f32/bf16
+    /// safetensors, or the output of `edgecsm quantize`), codec included.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Csm> {
+        let dir = dir.as_ref();
+        let cfg = CsmConfig::load(dir.join("config.json"))?;
+        let w = Weights::open(dir)?;
+        if cfg.depth_decoder.backbone_hidden_size != cfg.backbone.hidden_size {
+            return Err(Error::BadConfig {
+                path: dir.join("config.json"),
+                msg: format!(
+                    "depth_decoder_config.backbone_hidden_size {} differs from hidden_size {}",
+                    cfg.depth_decoder.backbone_hidden_size, cfg.backbone.hidden_size
+                ),
+            });
+        }
+        Csm::from_weights(CsmDims::from_config(&cfg)?, &w, Some(cfg.codec.clone()))
+    }
+
+    /// Builds the model from an open checkpoint. With `codec` given, the Mimi codec is loaded
+    /// from the `codec_model.` tensors too. Uses a one-thread pool (see [`Csm::set_pool`]).
+    pub fn from_weights(dims: CsmDims, w: &Weights, codec: Option<MimiConfig>) -> Result<Csm> {
+        dims.validate()?;
+        let h = dims.backbone.hidden_size;
+        let embed = Embeddings::load(w, dims.text_vocab, dims.num_codebooks, dims.audio_vocab, h)?;
+        let backbone = Llama::load(&w.with_prefix(BACKBONE_PREFIX), &dims.backbone, "backbone")?;
+        let lm_head = w.matrix(LM_HEAD, &[dims.audio_vocab, h])?;
+        let depth = DepthDecoder::load(w, &dims.depth, h, dims.num_codebooks, dims.audio_vocab)?;
+        let codec = match codec {
+            Some(cfg) => {
+                let m = Mimi::from_weights(cfg, &w.with_prefix(CODEC_PREFIX))?;
+                if m.num_quantizers() < dims.num_codebooks {
+                    return Err(Error::Invalid(format!(
+                        "the codec has {} codebooks, the model generates {}",
+                        m.num_quantizers(),
+                        dims.num_codebooks
+                    )));
+                }
+                Some(Arc::new(m))
+            }
+            None => None,
+        };
+        Ok(Csm {
+            dims,
+            embed,
+            backbone,
+            lm_head,
+            depth,
+            codec,
+            kernels: Kernels::get(),
+            pool: Arc::new(Pool::new(1)),
+        })
+    }
+
+    /// Uses `pool` for the model's products and attention (the codec keeps its own pool).
+    pub fn set_pool(&mut self, pool: Arc<Pool>) {
+        self.pool = pool;
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    pub(crate) fn kernels(&self) -> &'static Kernels {
+        self.kernels
+    }
+
+    pub fn dims(&self) -> &CsmDims {
+        &self.dims
+    }
+
+    pub fn num_codebooks(&self) -> usize {
+        self.dims.num_codebooks
+    }
+
+    /// The Mimi codec, when loaded.
+    pub fn codec(&self) -> Option<&Arc<Mimi>> {
+        self.codec.as_ref()
+    }
+
+    /// Codes at or above this cannot be decoded to sound: the codec's codebook size when the
+    /// codec is loaded, else the model's audio vocabulary.
+    pub fn decodable_limit(&self) -> u32 {
+        self.codec
+            .as_ref()
+            .map_or(self.dims.audio_vocab, |m| m.codebook_size()) as u32
+    }
+
+    /// Decodes frames (`[frames][num_codebooks]`, frames-major as generation yields them) to
+    /// 24 kHz samples with the codec.
+    pub fn decode_frames(&self, frames: &[u32]) -> Result<Vec<f32>> {
+        let mimi = self.codec.as_ref().ok_or_else(|| {
+            Error::Invalid("this CSM was loaded without its codec (codec_model.)".into())
+        })?;
+        let n = self.dims.num_codebooks;
+        if !frames.len().is_multiple_of(n) {
+            return Err(Error::Invalid(format!(
+                "{} codes are not whole frames of {n}",
+                frames.len()
+            )));
+        }
+        let rows: Vec<Vec<u32>> = (0..n)
+            .map(|q| frames.iter().skip(q).step_by(n).copied().collect())
+            .collect();
+        mimi.decode(&rows)
+    }
+
+    /// Weight bytes read per generated frame: one backbone step, the codebook-0 head and the
+    /// depth decoder's N-1 passes with their heads.
+    pub fn frame_weight_bytes(&self) -> usize {
+        self.backbone.weight_bytes() + self.lm_head.mat().bytes() + self.depth.frame_weight_bytes()
+    }
+}
