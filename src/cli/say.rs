@@ -165,7 +165,16 @@ fn read_context(arg: &Path) -> Result<Vec<ContextTurn>> {
         let file = |key: &str| -> Result<Option<PathBuf>> {
             match obj.get(key) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if !s.is_empty() => Ok(Some(base.join(s))),
+                Some(Value::String(s)) if !s.is_empty() => {
+                    let f = base.join(s);
+                    if !f.is_file() {
+                        return Err(bad(format!(
+                            "turn {i} (speaker {speaker}): {key} file {} not found",
+                            f.display()
+                        )));
+                    }
+                    Ok(Some(f))
+                }
                 Some(v) => Err(bad(format!(
                     "turn {i} (speaker {speaker}): `{key}` must be a file name, got {v}"
                 ))),
@@ -462,7 +471,9 @@ fn add_context(
 ) -> Result<()> {
     let n = csm.num_codebooks();
     for (i, t) in turns.iter().enumerate() {
-        let (codes, frames) = turn_codes(t, codec, n)?;
+        let label = format!("turn {i} (speaker {})", t.speaker);
+        let (codes, frames) =
+            turn_codes(t, codec, n).map_err(|e| Error::Invalid(format!("context {label}: {e}")))?;
         let mut ids = Vec::new();
         prompts.segment(
             &Turn {
@@ -475,7 +486,6 @@ fn add_context(
         let source = match &t.audio {
             TurnAudio::Wav(p) | TurnAudio::Codes(p) => p.display().to_string(),
         };
-        let label = format!("turn {i} (speaker {})", t.speaker);
         let report = conv.add_segment(Segment::new(label.clone(), ids, codes))?;
         eprintln!(
             "say: context {label}: {frames} frames from {source}, {} positions",
@@ -501,6 +511,8 @@ mod tests {
     #[test]
     fn context_turns_parse_with_paths_relative_to_the_file() {
         let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.wav"), b"").unwrap();
+        std::fs::write(d.path().join("b.npy"), b"").unwrap();
         write(
             d.path(),
             r#"[{"speaker": 0, "text": "Hi.", "audio": "a.wav"},
@@ -527,7 +539,13 @@ mod tests {
     #[test]
     fn bad_context_files_are_named() {
         let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.wav"), b"").unwrap();
+        std::fs::write(d.path().join("a.npy"), b"").unwrap();
         for (json, want) in [
+            (
+                r#"[{"speaker": 0, "text": "x", "audio": "b.wav"}]"#,
+                "audio file",
+            ),
             ("{", "not valid JSON"),
             (r#"{"speaker": 0}"#, "must be a JSON array"),
             (r#"[{"speaker": 0, "text": "x"}]"#, "has no audio"),
