@@ -170,7 +170,7 @@ fn say_on_the_bundled_model_is_reproducible_per_seed_and_says_it_is_a_test_model
     assert!(err.contains("say: done:"), "{err}");
     let clip = read_mono(&a).unwrap();
     assert_eq!((clip.sample_rate, clip.channels), (24000, 1));
-    assert!(!clip.samples.is_empty() && clip.samples.len() % 1920 == 0);
+    assert!(!clip.samples.is_empty() && clip.samples.len().is_multiple_of(1920));
     assert!(clip.samples.len() <= 13 * 1920, "{}", clip.samples.len());
     assert!(clip.samples.iter().any(|&x| x != 0.0));
     say_bundled(&b, "1");
