@@ -33,6 +33,10 @@ enum Command {
     Encode(cli::encode::EncodeArgs),
     /// Decode Mimi codes (int64 .npy, [codebooks, frames]) into a WAV file.
     Decode(cli::decode::DecodeArgs),
+    /// Speak TEXT with CSM (optionally after earlier turns) into a WAV file.
+    Say(cli::say::SayArgs),
+    /// Generate CSM audio codes from pre-tokenized input ids (+ context codes).
+    Generate(cli::generate::GenerateArgs),
     /// Run capture -> Mimi encode -> decode -> playback on ALSA devices and print latency figures.
     Loop(cli::audio::LoopArgs),
     /// List the ALSA PCMs (names usable as --capture/--playback).
@@ -92,6 +96,8 @@ fn run(cli: Cli) -> edgecsm::Result<()> {
         Command::Quantize(args) => run_quantize(&ctx, args),
         Command::Encode(args) => report(cli::encode::run(ctx.threads, args)?),
         Command::Decode(args) => report(cli::decode::run(ctx.threads, args)?),
+        Command::Say(args) => report(cli::say::run(ctx.threads, args)?),
+        Command::Generate(args) => report(cli::generate::run(ctx.threads, args)?),
         Command::Loop(args) => cli::audio::run_loop(ctx.threads, args),
         Command::Devices => cli::audio::run_devices(),
     }

@@ -4,7 +4,6 @@
 use clap::{Args, ValueEnum};
 use edgecsm::Result;
 use edgecsm::audio::{SampleFormat, check_codes, read_codes, write_wav};
-use edgecsm::mimi::MimiConfig;
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -17,7 +16,7 @@ pub enum SampleFormatArg {
 
 #[derive(Args, Debug)]
 pub struct DecodeArgs {
-    /// Model directory (config.json + safetensors).
+    /// Model directory (config.json + safetensors): a Mimi codec, or a CSM checkpoint (its codec).
     #[arg(long)]
     pub model: PathBuf,
     /// Input codes: int64 .npy, shape [codebooks, frames].
@@ -32,7 +31,7 @@ pub struct DecodeArgs {
 }
 
 pub fn run(threads: usize, a: DecodeArgs) -> Result<String> {
-    let cfg = MimiConfig::load(a.model.join("config.json"))?;
+    let cfg = super::codec_config(&a.model)?;
     let codes = read_codes(&a.input)?;
     let rows = check_codes(codes.view(), &cfg, &a.input.display().to_string())?;
     let mimi = super::load_mimi(&a.model, threads)?;

@@ -5,12 +5,11 @@ use clap::Args;
 use edgecsm::Result;
 use edgecsm::audio::codes::{check_num_codebooks, to_array};
 use edgecsm::audio::{read_mono, resample, write_codes};
-use edgecsm::mimi::MimiConfig;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct EncodeArgs {
-    /// Model directory (config.json + safetensors).
+    /// Model directory (config.json + safetensors): a Mimi codec, or a CSM checkpoint (its codec).
     #[arg(long)]
     pub model: PathBuf,
     /// Input WAV file; resampled to the model rate and downmixed to mono.
@@ -26,7 +25,7 @@ pub struct EncodeArgs {
 
 pub fn run(threads: usize, a: EncodeArgs) -> Result<String> {
     // Cheap checks first: the config, the codebook count and the input, then the weights.
-    let cfg = MimiConfig::load(a.model.join("config.json"))?;
+    let cfg = super::codec_config(&a.model)?;
     let n_q = a.codebooks.unwrap_or(cfg.num_quantizers);
     check_num_codebooks(n_q, &cfg)?;
     let clip = read_mono(&a.input)?;
