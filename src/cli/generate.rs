@@ -116,15 +116,15 @@ impl Sampling {
         })
     }
 
-    /// The options of one turn of at most `max_frames` frames; a frame holding a code the
-    /// codec cannot decode ends the turn before that frame.
+    /// The options of one turn of at most `max_frames` frames. Codes the codec cannot decode
+    /// (the audio vocabulary's extra ids) are never drawn, so every frame is decodable.
     pub fn options(&self, max_frames: usize) -> GenerateOptions {
         GenerateOptions {
             max_frames,
             backbone: self.backbone,
             depth: self.depth,
             seed: self.seed,
-            invalid_codes: InvalidCodes::Stop,
+            invalid_codes: InvalidCodes::Mask,
         }
     }
 

@@ -262,11 +262,16 @@ impl Conversation {
         seg.codes.reserve(opts.max_frames * n);
         // generated frames start after the prompt's own audio codes
         let base = seg.codes.len();
+        let limit = opts
+            .invalid_codes
+            .sample_limit(d.audio_vocab, csm.decodable_limit() as usize);
         let mut frames = 0;
         // whether the last frame handed out has been fed to the backbone
         let mut fed = true;
         let stop = loop {
-            let frame = self.engine.next_frame(&csm, &opts.backbone, &opts.depth)?;
+            let frame = self
+                .engine
+                .next_frame(&csm, limit, &opts.backbone, &opts.depth)?;
             match FrameEngine::classify(&csm, frame) {
                 FrameKind::EndOfSpeech => break StopReason::EndOfSpeech,
                 FrameKind::Invalid { codebook, code } => match opts.invalid_codes {
@@ -278,7 +283,8 @@ impl Conversation {
                             csm.decodable_limit()
                         )));
                     }
-                    InvalidCodes::Keep => {}
+                    // Mask never draws one
+                    InvalidCodes::Keep | InvalidCodes::Mask => {}
                 },
                 FrameKind::Speech => {}
             }

@@ -132,7 +132,8 @@ impl DepthDecoder {
 
     /// Completes `frame` (`num_codebooks` codes, `frame[0]` = codebook 0 already chosen) with
     /// codebooks 1.. drawn from `sampler` under `params`, given the backbone's last hidden
-    /// state `hidden` (`backbone_hidden` long). Allocates nothing.
+    /// state `hidden` (`backbone_hidden` long), each drawn among the first `limit` ids of the
+    /// audio vocabulary. Allocates nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn complete_frame(
         &self,
@@ -144,6 +145,7 @@ impl DepthDecoder {
         frame: &mut [u32],
         sampler: &mut Sampler,
         params: &SamplingParams,
+        limit: usize,
     ) -> Result<()> {
         let (n, bh, h) = (
             self.num_codebooks,
@@ -160,7 +162,7 @@ impl DepthDecoder {
             let out = self.run(k, pool, &mut st.llama, &st.inp, &mut st.qs, rows)?;
             let last = &out[(rows - 1) * h..rows * h];
             matmul(k, pool, &head.mat(), last, &mut st.logits, &mut st.qs);
-            let code = sampler.sample(&st.logits, params);
+            let code = sampler.sample(&st.logits[..limit.clamp(1, st.logits.len())], params);
             frame[cb] = code;
             if cb + 1 < n {
                 emb.code_into(cb, code, &mut st.inp[..bh])?;

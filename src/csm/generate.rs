@@ -33,6 +33,21 @@ pub enum InvalidCodes {
     Error,
     /// Keep the frame (the reference does; for parity runs that only compare codes).
     Keep,
+    /// Never draw such a code: codebook 0 and the depth decoder sample only among the codes
+    /// the codec can decode (the logits of the extra ids are ignored). Greedy results differ
+    /// from the reference only where it would have produced an undecodable frame.
+    Mask,
+}
+
+impl InvalidCodes {
+    /// How many leading logits a sampler may draw from, for an audio vocabulary of `vocab`
+    /// ids of which the codec decodes the first `decodable`.
+    pub fn sample_limit(self, vocab: usize, decodable: usize) -> usize {
+        match self {
+            InvalidCodes::Mask => decodable.min(vocab),
+            _ => vocab,
+        }
+    }
 }
 
 /// How to generate one turn.
@@ -269,10 +284,12 @@ impl FrameEngine {
     }
 
     /// Produces the frame that follows the current position (nothing is fed back: see
-    /// [`FrameEngine::feed_frame`]). Allocates nothing.
+    /// [`FrameEngine::feed_frame`]), drawing every code among the first `limit` ids (see
+    /// [`InvalidCodes::sample_limit`]). Allocates nothing.
     pub fn next_frame(
         &mut self,
         csm: &Csm,
+        limit: usize,
         backbone: &SamplingParams,
         depth: &SamplingParams,
     ) -> Result<&[u32]> {
@@ -290,7 +307,8 @@ impl FrameEngine {
             &mut self.logits,
             &mut self.qs,
         );
-        self.frame[0] = self.sampler.sample(&self.logits, backbone);
+        let limit = limit.clamp(1, self.logits.len());
+        self.frame[0] = self.sampler.sample(&self.logits[..limit], backbone);
         csm.depth.complete_frame(
             k,
             pool,
@@ -300,6 +318,7 @@ impl FrameEngine {
             &mut self.frame,
             &mut self.sampler,
             depth,
+            limit,
         )?;
         Ok(&self.frame)
     }
