@@ -3,6 +3,7 @@
 pub mod audio;
 pub mod decode;
 pub mod encode;
+pub mod serve;
 
 use edgecsm::Result;
 use edgecsm::kernels::Pool;
