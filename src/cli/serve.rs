@@ -70,6 +70,7 @@ pub struct ServeArgs {
 }
 
 /// Whether the model directory says it holds random (untrained) weights.
+#[cfg(feature = "alsa")]
 fn random_weight_notice(dir: &std::path::Path) -> Option<String> {
     let readme = std::fs::read_to_string(dir.join("README.md")).ok()?;
     let lower = readme.to_lowercase();
