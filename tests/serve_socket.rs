@@ -271,7 +271,7 @@ fn serve_over_the_socket() {
     drop(UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
     let log = dir.path().join("serve.log");
-    let child = serve_cmd(&pulse, &socket, &[])
+    let child = serve_cmd(&pulse, &socket, &["--report-every", "1"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -467,6 +467,9 @@ fn serve_over_the_socket() {
     };
     println!("daemon log:\n{}", daemon.log());
     assert!(code.success(), "exit after SIGTERM: {code}");
+    let log = daemon.log();
+    assert!(log.contains("serve: frame p50/p99/max"), "no latency line: {log}");
+    assert!(log.contains("serve: stopped"), "{log}");
     assert!(!socket.exists(), "socket left behind");
     // the clients see the connection closed
     let mut rest = String::new();

@@ -67,6 +67,9 @@ pub struct ServeArgs {
     /// Device channels.
     #[arg(long, default_value_t = 1)]
     pub channels: u32,
+    /// Seconds between latency lines in the log (0: only at exit).
+    #[arg(long, default_value_t = 60.0)]
+    pub report_every: f64,
 }
 
 /// Whether the model directory says it holds random (untrained) weights.
@@ -135,10 +138,18 @@ pub fn run_serve(threads: usize, a: ServeArgs) -> edgecsm::Result<()> {
         info.latency_bound_ms,
         info.max_turn_frames
     );
+    let t0 = std::time::Instant::now();
+    let mut next_report = a.report_every;
     while !term.load(Ordering::Relaxed) && !daemon.audio_failed() {
         std::thread::sleep(Duration::from_millis(50));
+        let t = t0.elapsed().as_secs_f64();
+        if a.report_every > 0.0 && t >= next_report {
+            next_report += a.report_every;
+            eprintln!("serve: {}", log_line(&daemon.status()));
+        }
     }
     let by_signal = term.load(Ordering::Relaxed);
+    eprintln!("serve: {}", log_line(&daemon.status()));
     let report = daemon.shutdown()?;
     eprintln!("serve: stopped\n{report}");
     if !by_signal {
@@ -147,6 +158,31 @@ pub fn run_serve(threads: usize, a: ServeArgs) -> edgecsm::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The latency figures of a `status` in one log line.
+#[cfg(feature = "alsa")]
+fn log_line(s: &serde_json::Value) -> String {
+    let l = &s["latency"];
+    let c = &s["counters"];
+    format!(
+        "frame p50/p99/max {}/{}/{} ms; generation frame p99 {} ms; capture->codes p99 {} ms; \
+         text->first sound last {} ms; xruns {}, underruns {}, speech underruns {}, dropped {}; \
+         bound {} ms; conversation {} segments / {} positions",
+        l["frame_compute_ms"]["p50"],
+        l["frame_compute_ms"]["p99"],
+        l["frame_compute_ms"]["max"],
+        l["generation_frame_ms"]["p99"],
+        l["capture_to_codes_ms"]["p99"],
+        l["text_to_first_sound_ms"]["last"],
+        c["xruns"],
+        c["underruns"],
+        c["speech_underruns"],
+        c["dropped"],
+        l["bound_ms"],
+        s["conversation"]["segments"],
+        s["conversation"]["positions"]
+    )
 }
 
 #[cfg(not(feature = "alsa"))]

@@ -287,6 +287,16 @@ mod run {
             &self.info
         }
 
+        /// The `status` reply's data (as a client would get it).
+        pub fn status(&self) -> serde_json::Value {
+            match &self.running {
+                Some(r) => self.shared.status(&self.info, r.stats()),
+                None => self
+                    .shared
+                    .status(&self.info, &crate::stream::LoopStats::default()),
+            }
+        }
+
         /// True once the audio loop has ended on its own (a device failed).
         pub fn audio_failed(&self) -> bool {
             self.running.as_ref().is_none_or(Running::is_finished)
