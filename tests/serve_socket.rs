@@ -468,7 +468,10 @@ fn serve_over_the_socket() {
     println!("daemon log:\n{}", daemon.log());
     assert!(code.success(), "exit after SIGTERM: {code}");
     let log = daemon.log();
-    assert!(log.contains("serve: frame p50/p99/max"), "no latency line: {log}");
+    assert!(
+        log.contains("serve: frame p50/p99/max"),
+        "no latency line: {log}"
+    );
     assert!(log.contains("serve: stopped"), "{log}");
     assert!(!socket.exists(), "socket left behind");
     // the clients see the connection closed

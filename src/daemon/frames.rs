@@ -147,3 +147,140 @@ impl FrameProcessor for DaemonFrames {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::state::CUT_BY_STOP;
+    use crate::daemon::turn::turn_channel;
+    use crate::daemon::vad::GateConfig;
+    use crate::mimi::Mimi;
+    use crate::stream::ring::{BlockProducer, block_ring};
+
+    const P: usize = 1920;
+
+    fn setup(barge_in: bool) -> (DaemonFrames, BlockProducer, Arc<Shared>) {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models/mimi-tiny");
+        let mimi = Arc::new(Mimi::load(dir).unwrap());
+        let shared = Arc::new(Shared::new(barge_in, 128));
+        let (collector, _rx) = turn_channel(2, 10);
+        let (tx, rx) = block_ring(P, 4);
+        let gate = EnergyGate::new(GateConfig {
+            threshold_dbfs: -30.0,
+            onset: 1,
+            hangover: 2,
+        })
+        .unwrap();
+        let f = DaemonFrames::new(
+            MimiEncoderStream::new(mimi, 2).unwrap(),
+            gate,
+            collector,
+            rx,
+            shared.clone(),
+            2,
+        );
+        (f, tx, shared)
+    }
+
+    fn play(f: &mut DaemonFrames) -> f32 {
+        let mut out = vec![9.0; P];
+        f.synthesize(&mut out).unwrap();
+        assert!(out.iter().all(|&x| x == out[0]), "one value per block here");
+        out[0]
+    }
+
+    #[test]
+    fn prebuffer_underruns_and_end_of_utterance() {
+        let (mut f, mut tx, sh) = setup(false);
+        assert_eq!(play(&mut f), 0.0, "silence when idle");
+        sh.speaking.store(1, Relaxed);
+        assert!(tx.try_push(&[0.1; P], 1));
+        assert_eq!(play(&mut f), 0.0, "waits for the prebuffer");
+        assert!(tx.try_push(&[0.2; P], 1));
+        assert_eq!(play(&mut f), 0.1);
+        assert_eq!(play(&mut f), 0.2);
+        // generation late: silence, counted
+        assert_eq!(play(&mut f), 0.0);
+        assert_eq!(sh.speech_underruns.load(Relaxed), 1);
+        assert!(tx.try_push(&[0.3; P], 1));
+        assert_eq!(play(&mut f), 0.3);
+        assert_eq!(sh.finished.load(Relaxed), 0);
+        // generation ends: the utterance is over at the next period, not an underrun
+        sh.speaking.store(0, Relaxed);
+        sh.gen_done.store(1, Relaxed);
+        assert_eq!(play(&mut f), 0.0);
+        assert_eq!(sh.finished.load(Relaxed), 1);
+        assert_eq!(sh.speech_underruns.load(Relaxed), 1);
+        assert_eq!(sh.played_frames.load(Relaxed), 3);
+        assert_eq!(sh.text_to_first_sound.summary().count, 1);
+        // a one-frame utterance plays without waiting for a prebuffer it will never fill
+        assert!(tx.try_push(&[0.4; P], 2));
+        sh.gen_done.store(2, Relaxed);
+        assert_eq!(play(&mut f), 0.4);
+        assert_eq!(play(&mut f), 0.0);
+        assert_eq!(sh.finished.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn a_stop_discards_queued_frames_at_the_next_period() {
+        let (mut f, mut tx, sh) = setup(false);
+        sh.speaking.store(1, Relaxed);
+        for v in [0.1, 0.2, 0.3, 0.4] {
+            assert!(tx.try_push(&[v; P], 1));
+        }
+        assert_eq!(play(&mut f), 0.1);
+        sh.stop_received_ns.store(sh.now_ns().max(1), Relaxed);
+        assert_eq!(sh.cut_current(CUT_BY_STOP), Some(1));
+        assert_eq!(
+            play(&mut f),
+            0.0,
+            "nothing of a cut utterance plays after the stop"
+        );
+        assert_eq!(sh.finished.load(Relaxed), 1);
+        assert_eq!(sh.stop_to_cut.summary().count, 1);
+        // a frame pushed after the cut (generation had not seen it yet) is discarded too
+        assert!(tx.try_push(&[0.5; P], 1));
+        assert_eq!(play(&mut f), 0.0);
+        // the next utterance plays normally
+        sh.speaking.store(2, Relaxed);
+        assert!(tx.try_push(&[0.6; P], 2));
+        assert!(tx.try_push(&[0.7; P], 2));
+        assert_eq!(play(&mut f), 0.6);
+        // nothing to stop once it is over
+        sh.speaking.store(0, Relaxed);
+        sh.gen_done.store(2, Relaxed);
+        assert_eq!(play(&mut f), 0.7);
+        assert_eq!(play(&mut f), 0.0);
+        assert_eq!(sh.cut_current(CUT_BY_STOP), None);
+    }
+
+    #[test]
+    fn speech_on_capture_barges_in_only_when_enabled_and_playing() {
+        let loud: Vec<f32> = (0..P).map(|i| 0.5 * (i as f32 * 0.1).sin()).collect();
+        let quiet = vec![0.0; P];
+        for enabled in [false, true] {
+            let (mut f, mut tx, sh) = setup(enabled);
+            // heard while idle: a user turn, never a barge-in
+            f.analyze(&loud).unwrap();
+            for _ in 0..3 {
+                f.analyze(&quiet).unwrap();
+            }
+            sh.speaking.store(1, Relaxed);
+            for v in [0.1, 0.2, 0.3] {
+                assert!(tx.try_push(&[v; P], 1));
+            }
+            assert_eq!(play(&mut f), 0.1);
+            f.analyze(&loud).unwrap();
+            let next = play(&mut f);
+            if enabled {
+                assert_eq!(next, 0.0, "barge-in cuts the speech");
+                assert_eq!(sh.barge_ins.load(Relaxed), 1);
+                assert_eq!(sh.cut.load(Relaxed), 1);
+            } else {
+                assert_eq!(next, 0.2, "barge-in off: speech goes on");
+                assert_eq!(sh.barge_ins.load(Relaxed), 0);
+            }
+            assert_eq!(sh.turns.turns.load(Relaxed), 1);
+        }
+    }
+}
