@@ -6,6 +6,7 @@
 
 pub mod audio;
 pub mod csm;
+pub mod daemon;
 pub mod error;
 pub mod kernels;
 pub mod mimi;

@@ -41,6 +41,9 @@ enum Command {
     Loop(cli::audio::LoopArgs),
     /// List the ALSA PCMs (names usable as --capture/--playback).
     Devices,
+    /// Run the voice daemon: CSM speech on ALSA playback, live voice context from capture,
+    /// controlled over a Unix socket (JSON lines).
+    Serve(cli::serve::ServeArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -100,6 +103,7 @@ fn run(cli: Cli) -> edgecsm::Result<()> {
         Command::Generate(args) => report(cli::generate::run(ctx.threads, args)?),
         Command::Loop(args) => cli::audio::run_loop(ctx.threads, args),
         Command::Devices => cli::audio::run_devices(),
+        Command::Serve(args) => cli::serve::run_serve(ctx.threads, args),
     }
 }
 

@@ -42,5 +42,8 @@ fn masked_sampling_never_draws_undecodable_codes() {
         "the test model should draw an extra id when allowed (max {kept}, limit {limit})"
     );
     let masked = max_code(&csm, &ids, InvalidCodes::Mask);
-    assert!(masked < limit, "masked sampling drew code {masked} >= {limit}");
+    assert!(
+        masked < limit,
+        "masked sampling drew code {masked} >= {limit}"
+    );
 }

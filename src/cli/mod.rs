@@ -5,6 +5,7 @@ pub mod decode;
 pub mod encode;
 pub mod generate;
 pub mod say;
+pub mod serve;
 
 use edgecsm::Result;
 use edgecsm::csm::CsmConfig;

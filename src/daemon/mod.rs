@@ -1,0 +1,337 @@
+//! The `edgecsm serve` daemon: a CSM voice on ALSA devices, controlled over a Unix socket.
+//!
+//! ```text
+//!  capture ──> [audio loop: frame thread]  Mimi encode -> energy gate -> user-turn codes ─┐
+//!                    ^ decoded speech blocks (fixed ring)                                 │
+//!  playback <────────┘                                                                    v
+//!  clients ─ socket ─> dispatcher ─(queue)─> session thread: Conversation (CSM) <── user turns
+//!                                              generate -> Mimi decode -> speech ring
+//! ```
+//! [`crate::stream`] runs the capture and playback threads and the frame thread, which calls
+//! [`frames::DaemonFrames`] once per 80 ms period: it never allocates, locks or waits. The
+//! session thread ([`session`]) owns the conversation and generates one utterance at a time;
+//! [`socket`] serves clients ([`protocol`]: JSON lines); [`vad`] segments the user's turns and
+//! [`turn`] hands them over; [`state`] holds what the threads share and the `status` figures.
+//!
+//! # Latency accounting (reported by `status`)
+//! Frame thread compute per period (encode + gate + playback hand-off), generation compute per
+//! frame (CSM + decode), capture-to-codes, text-to-first-sound (request arrival to the first
+//! generated frame handed to playback), stop-to-cut, xruns (ALSA-reported and unreported
+//! capture backlogs), underruns (silence played because the frame thread was late, and, inside
+//! an utterance, because generation was late), dropped frames, and the configured bound
+//! (playback buffer + one period) of the path from the frame thread to the speaker.
+
+pub mod frames;
+pub mod protocol;
+pub mod session;
+pub mod socket;
+pub mod state;
+pub mod turn;
+pub mod vad;
+
+#[cfg(feature = "alsa")]
+pub use run::{Daemon, DaemonConfig};
+
+#[cfg(feature = "alsa")]
+mod run {
+    use super::frames::DaemonFrames;
+    use super::session::{Dispatcher, MAX_QUEUED, SayDefaults, Session};
+    use super::socket::ControlSocket;
+    use super::state::{CUT_BY_SHUTDOWN, Shared, StaticInfo};
+    use super::turn::turn_channel;
+    use super::vad::{EnergyGate, GateConfig};
+    use crate::csm::prompt::PromptFormatter;
+    use crate::csm::{Conversation, Csm, CsmConfig};
+    use crate::kernels::Pool;
+    use crate::mimi::{MimiDecoderStream, MimiEncoderStream};
+    use crate::stream::ring::block_ring;
+    use crate::stream::{
+        self, AlsaCapture, AlsaPlayback, PlaybackDevice, Report, Running, StreamConfig,
+    };
+    use crate::{Error, Result};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::mpsc::sync_channel;
+    use std::sync::{Arc, OnceLock};
+    use std::thread::JoinHandle;
+
+    /// Everything `serve` is started with.
+    #[derive(Clone, Debug)]
+    pub struct DaemonConfig {
+        pub capture: String,
+        pub playback: String,
+        /// CSM model directory (config.json, safetensors with the codec, tokenizer.json).
+        pub model: PathBuf,
+        pub socket: PathBuf,
+        /// Compute threads for the CSM (0 = one per core).
+        pub threads: usize,
+        /// Speech heard during playback cuts it.
+        pub barge_in: bool,
+        /// Speaker id of the user's turns in the conversation.
+        pub user_speaker: u32,
+        /// Default longest utterance, in seconds (a `say` may ask for another).
+        pub max_seconds: f64,
+        /// Longest user turn kept in one piece, in seconds (longer ones are split).
+        pub max_turn_seconds: f64,
+        pub gate: GateConfig,
+        /// Frames queued before an utterance starts playing.
+        pub prebuffer: usize,
+        /// Periods of decoded speech the session may queue ahead of playback.
+        pub speech_ring: usize,
+        /// Device settings (periods, prefill, format, channels, thread hook); rate and period
+        /// are taken from the model's codec.
+        pub stream: StreamConfig,
+        /// Called first thing on the session thread (e.g. to mark it for an allocation counter).
+        pub session_hook: Option<fn()>,
+    }
+
+    impl DaemonConfig {
+        /// Defaults for the devices, model and socket given.
+        pub fn new(capture: &str, playback: &str, model: &Path, socket: &Path) -> Self {
+            DaemonConfig {
+                capture: capture.into(),
+                playback: playback.into(),
+                model: model.into(),
+                socket: socket.into(),
+                threads: 0,
+                barge_in: true,
+                user_speaker: 1,
+                max_seconds: 20.0,
+                max_turn_seconds: 20.0,
+                gate: GateConfig::default(),
+                prebuffer: 2,
+                speech_ring: 8,
+                stream: StreamConfig::default(),
+                session_hook: None,
+            }
+        }
+
+        fn validate(&self) -> Result<()> {
+            let bad = |m: String| Err(Error::Invalid(m));
+            if !(self.max_seconds > 0.0 && self.max_seconds.is_finite()) {
+                return bad(format!(
+                    "--max-seconds must be positive, got {}",
+                    self.max_seconds
+                ));
+            }
+            if !(self.max_turn_seconds > 0.0 && self.max_turn_seconds.is_finite()) {
+                return bad(format!(
+                    "--max-turn-seconds must be positive, got {}",
+                    self.max_turn_seconds
+                ));
+            }
+            if !(2..=256).contains(&self.speech_ring) {
+                return bad(format!(
+                    "--speech-ring of {} frames (2 to 256)",
+                    self.speech_ring
+                ));
+            }
+            if !(1..=self.speech_ring).contains(&self.prebuffer) {
+                return bad(format!(
+                    "--prebuffer of {} frames must be between 1 and the speech ring ({})",
+                    self.prebuffer, self.speech_ring
+                ));
+            }
+            self.gate.validate()
+        }
+    }
+
+    /// A running daemon.
+    pub struct Daemon {
+        running: Option<Running>,
+        session: Option<JoinHandle<()>>,
+        socket: ControlSocket,
+        shared: Arc<Shared>,
+        accept_stop: Arc<AtomicBool>,
+        info: StaticInfo,
+    }
+
+    fn check_model_dir(dir: &Path) -> Result<()> {
+        if !dir.is_dir() {
+            return Err(Error::Invalid(format!(
+                "model directory {} does not exist",
+                dir.display()
+            )));
+        }
+        for f in ["config.json", "tokenizer.json"] {
+            if !dir.join(f).is_file() {
+                return Err(Error::Invalid(format!(
+                    "model directory {}: missing {f}",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    impl Daemon {
+        /// Binds the socket, loads the model, opens the devices and starts every thread. Any
+        /// failure is one error naming what is at fault; nothing is left running.
+        pub fn start(cfg: DaemonConfig) -> Result<Daemon> {
+            cfg.validate()?;
+            check_model_dir(&cfg.model)?;
+            let socket = ControlSocket::bind(&cfg.socket)?;
+            let model_cfg = CsmConfig::load(cfg.model.join("config.json"))?;
+            let fmt = PromptFormatter::from_file(cfg.model.join("tokenizer.json"))?;
+            fmt.check_config(&model_cfg)?;
+            let mut csm = Csm::load(&cfg.model)?;
+            let threads = if cfg.threads == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                cfg.threads
+            };
+            csm.set_pool(Arc::new(Pool::new(threads)));
+            let csm = Arc::new(csm);
+            let mimi = csm
+                .codec()
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "model {}: no codec weights (codec_model.*)",
+                        cfg.model.display()
+                    ))
+                })?
+                .clone();
+            let n = csm.num_codebooks();
+            let mut scfg = cfg.stream.clone();
+            scfg.rate = mimi.config().sampling_rate as u32;
+            scfg.period = mimi.frame_size();
+            scfg.frames = None;
+            scfg.pacing = stream::Pacing::RealTime;
+            scfg.validate()?;
+            let capture = AlsaCapture::open(&cfg.capture, &scfg)?;
+            let playback = AlsaPlayback::open(&cfg.playback, &scfg)?;
+            let frame_rate = scfg.rate as f64 / scfg.period as f64;
+
+            let max_positions = csm.dims().backbone.max_positions;
+            // a user turn leaves at least half the context for the reply
+            let max_turn_frames = ((cfg.max_turn_seconds * frame_rate).ceil() as usize)
+                .min(max_positions.saturating_sub(8) / 2)
+                .max(1);
+            let shared = Arc::new(Shared::new(cfg.barge_in, max_positions));
+            let (collector, receiver) = turn_channel(n, max_turn_frames);
+            let (speech_tx, speech_rx) = block_ring(scfg.period, cfg.speech_ring);
+            let frames = DaemonFrames::new(
+                MimiEncoderStream::new(mimi.clone(), n)?,
+                EnergyGate::new(cfg.gate)?,
+                collector,
+                speech_rx,
+                shared.clone(),
+                cfg.prebuffer,
+            );
+            let (cmd_tx, cmd_rx) = sync_channel(MAX_QUEUED as usize);
+            let session = Session {
+                conv: Conversation::new(csm.clone()),
+                fmt,
+                dec: MimiDecoderStream::new(mimi.clone())?,
+                pcm: vec![0.0; scfg.period],
+                speech: speech_tx,
+                turns: receiver,
+                cmds: cmd_rx,
+                shared: shared.clone(),
+                defaults: SayDefaults {
+                    max_seconds: cfg.max_seconds,
+                    user_speaker: cfg.user_speaker,
+                },
+                frame_rate,
+                hook: cfg.session_hook,
+                user_turn_count: 0,
+            };
+            let info = StaticInfo {
+                capture: cfg.capture.clone(),
+                playback: cfg.playback.clone(),
+                model: cfg.model.display().to_string(),
+                latency_bound_ms: scfg.latency_bound_ms(playback.buffer_frames()),
+                prebuffer_frames: cfg.prebuffer,
+                speech_ring_frames: cfg.speech_ring,
+                max_turn_frames,
+                user_speaker: cfg.user_speaker,
+                threads,
+            };
+            let dispatcher = Arc::new(Dispatcher {
+                shared: shared.clone(),
+                cmds: cmd_tx,
+                info: info.clone(),
+                stream_stats: OnceLock::new(),
+                next_id: AtomicU64::new(1),
+            });
+            let session = std::thread::Builder::new()
+                .name("edgecsm-session".into())
+                .spawn(move || session.run())
+                .map_err(|e| Error::Invalid(format!("cannot start the session thread: {e}")))?;
+            let mut daemon = Daemon {
+                running: None,
+                session: Some(session),
+                socket,
+                shared: shared.clone(),
+                accept_stop: Arc::new(AtomicBool::new(false)),
+                info,
+            };
+            let running = stream::start(&scfg, capture, playback, frames)?;
+            let _ = dispatcher.stream_stats.set(running.stats().clone());
+            daemon.running = Some(running);
+            daemon
+                .socket
+                .serve(dispatcher, daemon.accept_stop.clone())?;
+            Ok(daemon)
+        }
+
+        pub fn socket_path(&self) -> &Path {
+            self.socket.path()
+        }
+
+        pub fn shared(&self) -> &Arc<Shared> {
+            &self.shared
+        }
+
+        pub fn info(&self) -> &StaticInfo {
+            &self.info
+        }
+
+        /// The `status` reply's data (as a client would get it).
+        pub fn status(&self) -> serde_json::Value {
+            match &self.running {
+                Some(r) => self.shared.status(&self.info, r.stats()),
+                None => self
+                    .shared
+                    .status(&self.info, &crate::stream::LoopStats::default()),
+            }
+        }
+
+        /// True once the audio loop has ended on its own (a device failed).
+        pub fn audio_failed(&self) -> bool {
+            self.running.as_ref().is_none_or(Running::is_finished)
+        }
+
+        /// Stops cleanly: cuts speech, ends the session, stops the audio loop (devices are
+        /// closed as its threads end), removes the socket. Returns the audio loop's report, or
+        /// the device error that ended it.
+        pub fn shutdown(mut self) -> Result<Report> {
+            self.stop_threads()
+        }
+
+        fn stop_threads(&mut self) -> Result<Report> {
+            let sh = &self.shared;
+            sh.cut_current(CUT_BY_SHUTDOWN);
+            sh.shutdown.store(true, Relaxed);
+            self.accept_stop.store(true, Relaxed);
+            if let Some(s) = self.session.take() {
+                let _ = s.join();
+            }
+            match self.running.take() {
+                Some(r) => {
+                    r.stop();
+                    r.join()
+                }
+                None => Err(Error::Invalid("the audio loop was not running".into())),
+            }
+        }
+    }
+
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            if self.session.is_some() || self.running.is_some() {
+                let _ = self.stop_threads();
+            }
+        }
+    }
+}

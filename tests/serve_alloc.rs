@@ -1,0 +1,180 @@
+//! The daemon allocates nothing per frame: run in this process on a private PulseAudio (null
+//! sinks behind the ALSA `pulse` plugin, real-time clocked), with a counting global allocator
+//! that counts only the threads the daemon marks through its hooks — capture, frame (compute)
+//! and playback threads of the audio loop, and the session thread that generates. After
+//! warm-up: an idle window (the audio loop running, nothing said), then a window in the middle
+//! of a long utterance (every frame generated, decoded, queued and played) must both make zero
+//! heap allocations. Client threads (JSON, unmarked) may allocate. One test function: the
+//! counter and the process environment are process-wide.
+#![cfg(feature = "alsa")]
+
+mod alsa_common;
+
+use edgecsm::daemon::{Daemon, DaemonConfig};
+use edgecsm::stream::ThreadRole;
+use serde_json::{Value, json};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+thread_local! {
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+struct Counting;
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls on marked threads.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if COUNTED.try_with(Cell::get).unwrap_or(false) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if COUNTED.try_with(Cell::get).unwrap_or(false) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn mark(_: ThreadRole) {
+    COUNTED.with(|c| c.set(true));
+}
+
+fn mark_session() {
+    COUNTED.with(|c| c.set(true));
+}
+
+const IN: &str = "serve_alloc_in";
+const OUT: &str = "serve_alloc_out";
+const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/csm-tiny");
+
+struct Client {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl Client {
+    fn request(&mut self, v: Value) -> Value {
+        writeln!(self.w, "{v}").unwrap();
+        self.recv()
+    }
+    fn recv(&mut self) -> Value {
+        let mut line = String::new();
+        assert!(
+            self.r.read_line(&mut line).unwrap() > 0,
+            "connection closed"
+        );
+        serde_json::from_str(&line).unwrap()
+    }
+    fn status(&mut self) -> Value {
+        self.request(json!({"op": "status"}))["status"].clone()
+    }
+}
+
+fn connect(p: &Path) -> Client {
+    let s = UnixStream::connect(p).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    Client {
+        w: s.try_clone().unwrap(),
+        r: BufReader::new(s),
+    }
+}
+
+#[test]
+fn daemon_threads_allocate_nothing_per_frame() {
+    // the counter sees allocations of marked threads (so a zero below means something)
+    mark(ThreadRole::Compute);
+    let before = ALLOCS.load(Ordering::SeqCst);
+    std::hint::black_box(vec![1u8; 64]);
+    assert!(ALLOCS.load(Ordering::SeqCst) > before, "allocation counter");
+    COUNTED.with(|c| c.set(false));
+
+    let pulse = alsa_common::Pulse::start(&[IN, OUT]);
+    for (k, v) in pulse.env() {
+        // SAFETY: the only test of this binary sets its environment before it starts any
+        // thread of its own (or loads ALSA); the PulseAudio helpers are other processes.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("alloc.sock");
+    let mut cfg = DaemonConfig::new(IN, OUT, Path::new(MODEL), &socket);
+    cfg.threads = 1;
+    cfg.stream.thread_hook = Some(mark);
+    cfg.session_hook = Some(mark_session);
+    let daemon = Daemon::start(cfg).unwrap();
+    let mut c = connect(&socket);
+
+    // idle: the loop runs, the session waits for requests
+    std::thread::sleep(Duration::from_secs(1));
+    let a0 = ALLOCS.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = ALLOCS.load(Ordering::SeqCst) - a0;
+
+    // speaking: 100 frames (8 s); measure from the 10th frame played for about 3.5 s
+    let r = c.request(
+        json!({"op": "say", "text": "Allocation free, frame after frame.",
+                             "max_seconds": 8.0, "temperature": 0}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(c.recv()["event"], "started");
+    let t0 = Instant::now();
+    loop {
+        let s = c.status();
+        if s["played_frames"].as_u64().unwrap() >= 10 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no playback: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s0 = c.status();
+    let b0 = ALLOCS.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(3500));
+    let b1 = ALLOCS.load(Ordering::SeqCst);
+    let s1 = c.status();
+    let speaking = b1 - b0;
+    let (g0, g1) = (
+        s0["generated_frames"].as_u64().unwrap(),
+        s1["generated_frames"].as_u64().unwrap(),
+    );
+    let (p0, p1) = (
+        s0["played_frames"].as_u64().unwrap(),
+        s1["played_frames"].as_u64().unwrap(),
+    );
+    let done = c.recv();
+    assert_eq!(done["event"], "done", "{done}");
+    let report = daemon.shutdown().unwrap();
+    println!("done: {done}\nstatus: {s1:#}\n{report}");
+    println!(
+        "allocations on the daemon's audio, frame and session threads: {idle} in 2 s idle, \
+         {speaking} while speaking (frames generated {g0}..{g1}, played {p0}..{p1})"
+    );
+    assert!(
+        s1["speaking"].as_u64().is_some() && g1 < 100,
+        "the window must lie inside the generation: {s1}"
+    );
+    assert!(
+        g1 - g0 >= 30 && p1 - p0 >= 30,
+        "frames in the window: {s0} {s1}"
+    );
+    assert_eq!(idle, 0, "heap allocations while idle");
+    assert_eq!(speaking, 0, "heap allocations while speaking");
+    assert_eq!(done["reason"], "max_frames", "{done}");
+    assert!(!socket.exists(), "socket left behind");
+}
