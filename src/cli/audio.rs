@@ -45,10 +45,18 @@ pub struct LoopArgs {
     /// Seconds between progress reports (0: only the final report).
     #[arg(long, default_value_t = 5.0)]
     pub report_every: f64,
+    /// After the report, print one JSON line `{"loop_summary": {...}}` (for scripts: counters,
+    /// percentiles in us, latency bound, allocations on the loop's threads).
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds after the start from which the summary's `after_warmup` figures count.
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup: f64,
 }
 
 #[cfg(feature = "alsa")]
 pub fn run_loop(threads: usize, a: LoopArgs) -> edgecsm::Result<()> {
+    use crate::cli::alloc_count;
     use edgecsm::Error;
     use edgecsm::kernels::Pool;
     use edgecsm::mimi::Mimi;
@@ -62,6 +70,12 @@ pub fn run_loop(threads: usize, a: LoopArgs) -> edgecsm::Result<()> {
         return Err(Error::Invalid(format!(
             "--seconds must be a positive number, got {}",
             a.seconds
+        )));
+    }
+    if !(a.warmup >= 0.0 && a.warmup.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "--warmup must be a number of seconds >= 0, got {}",
+            a.warmup
         )));
     }
     let mut mimi = Mimi::load(&a.model)?;
@@ -88,6 +102,7 @@ pub fn run_loop(threads: usize, a: LoopArgs) -> edgecsm::Result<()> {
         } else {
             Pacing::RealTime
         },
+        thread_hook: Some(alloc_count::count_this_thread),
         ..StreamConfig::default()
     };
     cfg.frames = Some((a.seconds * cfg.rate as f64 / cfg.period as f64).ceil() as u64);
@@ -115,9 +130,13 @@ pub fn run_loop(threads: usize, a: LoopArgs) -> edgecsm::Result<()> {
     );
     let t0 = Instant::now();
     let mut next_report = a.report_every;
+    let mut warm = None;
     while !running.is_finished() {
         std::thread::sleep(Duration::from_millis(50));
         let t = t0.elapsed().as_secs_f64();
+        if warm.is_none() && t >= a.warmup {
+            warm = Some((t, alloc_count::allocations(), running.stats().snapshot()));
+        }
         if a.report_every > 0.0 && t >= next_report {
             next_report += a.report_every;
             let s = running.stats().snapshot();
@@ -133,7 +152,64 @@ pub fn run_loop(threads: usize, a: LoopArgs) -> edgecsm::Result<()> {
     }
     let report = running.join()?;
     println!("{report}");
+    if a.json {
+        println!(
+            "{}",
+            summary_json(&report, alloc_count::allocations(), warm)
+        );
+    }
     Ok(())
+}
+
+/// The `--json` line: the whole run's figures, and the changes since the warm-up snapshot
+/// (`null` when the run ended before it).
+#[cfg(feature = "alsa")]
+fn summary_json(
+    report: &edgecsm::stream::Report,
+    allocations: u64,
+    warm: Option<(f64, u64, edgecsm::stream::Snapshot)>,
+) -> serde_json::Value {
+    use edgecsm::stream::Summary;
+    use serde_json::json;
+    let us =
+        |s: &Summary| json!({"p50": s.p50_us, "p99": s.p99_us, "max": s.max_us, "count": s.count});
+    let s = &report.stats;
+    let c = &s.counters;
+    let after_warmup = warm.map(|(t, allocs0, s0)| {
+        let c0 = &s0.counters;
+        json!({
+            "from_s": t,
+            "allocations": allocations - allocs0,
+            "xruns": c.xruns() - c0.xruns(),
+            "late": c.playback_late - c0.playback_late,
+            "dropped": c.dropped() - c0.dropped(),
+            "processed": c.processed - c0.processed,
+        })
+    });
+    json!({"loop_summary": {
+        "elapsed_s": report.elapsed.as_secs_f64(),
+        "latency_bound_ms": report.latency_bound_ms,
+        "frames": {"captured": c.captured, "processed": c.processed, "played": c.played},
+        "xruns": {
+            "total": c.xruns(),
+            "capture": c.capture_xruns,
+            "playback": c.playback_xruns,
+            "capture_backlog_drops": c.capture_backlog_drops,
+        },
+        "late": c.playback_late,
+        "dropped": {
+            "total": c.dropped(),
+            "capture_ring_full": c.capture_ring_full,
+            "compute_skipped": c.compute_skipped,
+            "playback_ring_full": c.playback_ring_full,
+            "playback_stale": c.playback_stale,
+        },
+        "frame_time_us": us(&s.frame_time),
+        "capture_to_codes_us": us(&s.capture_to_codes),
+        "capture_to_playback_write_us": us(&s.capture_to_playback_write),
+        "allocations": {"loop_threads": allocations, "counted_threads": "capture, compute, playback (not compute-pool workers)"},
+        "after_warmup": after_warmup,
+    }})
 }
 
 #[cfg(feature = "alsa")]

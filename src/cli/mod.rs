@@ -1,5 +1,7 @@
 //! The subcommands of the `edgecsm` binary that outgrew `main.rs`, one file each.
 
+#[cfg(feature = "alsa")]
+pub mod alloc_count;
 pub mod audio;
 pub mod decode;
 pub mod encode;
