@@ -12,8 +12,8 @@
 //!     cargo bench --bench mimi -- --quick      # 0.24 s clip, 1 thread, one run
 //!                                              # (or EDGECSM_BENCH_QUICK=1)
 //!     cargo bench --bench mimi -- --profile 100   # f32 only, 1 thread, streaming only,
-//!                                              # 100 frames each way, median of 3 (for
-//!                                              # perf record; the batch encode is skipped)
+//!                                              # 100 frames each way, median of 3 thread
+//!                                              # CPU times (for perf record; no batch rows)
 
 #[path = "mimi/synth.rs"]
 mod synth;
@@ -89,13 +89,33 @@ fn test_audio(samples: usize, rate: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Median wall time of `reps` runs of `f` (seconds).
-fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+/// CPU time of the calling thread so far (seconds), from Linux's `/proc/thread-self/schedstat`
+/// (first field: nanoseconds on the CPU): unlike wall time it does not count the time other
+/// processes on a busy machine hold the core.
+fn thread_cpu_secs() -> f64 {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let ns: u64 = s
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("schedstat field");
+    ns as f64 * 1e-9
+}
+
+/// Median time of `reps` runs of `f` (seconds): wall time, or with `cpu` the calling thread's
+/// CPU time (only meaningful for 1-thread runs).
+fn median_secs(reps: usize, cpu: bool, mut f: impl FnMut()) -> f64 {
     let mut t: Vec<f64> = (0..reps)
         .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
+            if cpu {
+                let start = thread_cpu_secs();
+                f();
+                thread_cpu_secs() - start
+            } else {
+                let start = Instant::now();
+                f();
+                start.elapsed().as_secs_f64()
+            }
         })
         .collect();
     t.sort_by(f64::total_cmp);
@@ -158,9 +178,10 @@ fn main() {
     let n_q = cfg.num_quantizers;
 
     println!(
-        "# edgecsm Mimi, kernels {:?}, {duration} s audio, {n_q} codebooks, median of {}",
+        "# edgecsm Mimi, kernels {:?}, {duration} s audio, {n_q} codebooks, median of {}{}",
         Kernels::get().set(),
-        s.reps
+        s.reps,
+        if s.profile { " (thread CPU time)" } else { "" }
     );
     println!(
         "| {:<8} | {:<7} | {:>7} | {:<9} | {:>10} | {:>10} | {:>11} |",
@@ -185,8 +206,10 @@ fn main() {
 
             if !s.profile {
                 let mut codes = Vec::new();
-                let enc = median_secs(s.reps, || codes = mimi.encode(&pcm, n_q).expect("encode"));
-                let dec = median_secs(s.reps, || {
+                let enc = median_secs(s.reps, s.profile, || {
+                    codes = mimi.encode(&pcm, n_q).expect("encode")
+                });
+                let dec = median_secs(s.reps, s.profile, || {
                     mimi.decode(&codes).expect("decode");
                 });
                 row(weights, threads, "batch", enc / duration, dec / duration);
@@ -198,13 +221,13 @@ fn main() {
             let mut enc_stream = MimiEncoderStream::new(mimi.clone(), n_q).expect("stream");
             let mut dec_stream = MimiDecoderStream::new(mimi.clone()).expect("stream");
             let mut out = vec![0f32; frame];
-            let enc = median_secs(s.reps, || {
+            let enc = median_secs(s.reps, s.profile, || {
                 enc_stream.reset();
                 for (chunk, fc) in pcm.chunks_exact(frame).zip(by_frame.chunks_exact_mut(n_q)) {
                     enc_stream.encode_frame(chunk, fc).expect("encode frame");
                 }
             });
-            let dec = median_secs(s.reps, || {
+            let dec = median_secs(s.reps, s.profile, || {
                 dec_stream.reset();
                 for fc in by_frame.chunks_exact(n_q) {
                     dec_stream.decode_frame(fc, &mut out).expect("decode frame");
