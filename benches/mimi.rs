@@ -11,6 +11,9 @@
 //!     cargo bench --bench mimi                 # 10 s clip, median of 3 runs
 //!     cargo bench --bench mimi -- --quick      # 0.24 s clip, 1 thread, one run
 //!                                              # (or EDGECSM_BENCH_QUICK=1)
+//!     cargo bench --bench mimi -- --profile 100   # f32 only, 1 thread, streaming only,
+//!                                              # 100 frames each way, median of 3 thread
+//!                                              # CPU times (for perf record; no batch rows)
 
 #[path = "mimi/synth.rs"]
 mod synth;
@@ -30,10 +33,24 @@ struct Settings {
     frames: usize,
     reps: usize,
     threads: Vec<usize>,
+    /// Profiling run: f32 weights only, streaming only, no batch rows.
+    profile: bool,
 }
 
 fn settings() -> Settings {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--profile") {
+        let frames = args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .expect("--profile takes a frame count");
+        return Settings {
+            frames,
+            reps: 3,
+            threads: vec![1],
+            profile: true,
+        };
+    }
     let quick = args.iter().any(|a| a == "--quick")
         || std::env::var("EDGECSM_BENCH_QUICK").is_ok_and(|v| v == "1");
     if quick {
@@ -42,12 +59,14 @@ fn settings() -> Settings {
             frames: 3,
             reps: 1,
             threads: vec![1],
+            profile: false,
         }
     } else {
         Settings {
             frames: 125, // 10 s
             reps: 3,
             threads: vec![1, 2],
+            profile: false,
         }
     }
 }
@@ -70,13 +89,33 @@ fn test_audio(samples: usize, rate: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Median wall time of `reps` runs of `f` (seconds).
-fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+/// CPU time of the calling thread so far (seconds), from Linux's `/proc/thread-self/schedstat`
+/// (first field: nanoseconds on the CPU): unlike wall time it does not count the time other
+/// processes on a busy machine hold the core.
+fn thread_cpu_secs() -> f64 {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let ns: u64 = s
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("schedstat field");
+    ns as f64 * 1e-9
+}
+
+/// Median time of `reps` runs of `f` (seconds): wall time, or with `cpu` the calling thread's
+/// CPU time (only meaningful for 1-thread runs).
+fn median_secs(reps: usize, cpu: bool, mut f: impl FnMut()) -> f64 {
     let mut t: Vec<f64> = (0..reps)
         .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
+            if cpu {
+                let start = thread_cpu_secs();
+                f();
+                thread_cpu_secs() - start
+            } else {
+                let start = Instant::now();
+                f();
+                start.elapsed().as_secs_f64()
+            }
         })
         .collect();
     t.sort_by(f64::total_cmp);
@@ -109,7 +148,12 @@ fn main() {
     std::fs::create_dir(&f32_dir).unwrap();
     synth::write_model(&f32_dir, &cfg, SEED).expect("write the synthetic model");
     let mut models = vec![("f32", f32_dir.clone())];
-    for (name, mode) in [("f16", Mode::F16), ("q8", Mode::Q8)] {
+    let quantized: &[(&str, Mode)] = if s.profile {
+        &[]
+    } else {
+        &[("f16", Mode::F16), ("q8", Mode::Q8)]
+    };
+    for &(name, mode) in quantized {
         let out = tmp.path().join(name);
         let opts = quantize::Options {
             model: f32_dir.clone(),
@@ -134,9 +178,10 @@ fn main() {
     let n_q = cfg.num_quantizers;
 
     println!(
-        "# edgecsm Mimi, kernels {:?}, {duration} s audio, {n_q} codebooks, median of {}",
+        "# edgecsm Mimi, kernels {:?}, {duration} s audio, {n_q} codebooks, median of {}{}",
         Kernels::get().set(),
-        s.reps
+        s.reps,
+        if s.profile { " (thread CPU time)" } else { "" }
     );
     println!(
         "| {:<8} | {:<7} | {:>7} | {:<9} | {:>10} | {:>10} | {:>11} |",
@@ -159,30 +204,30 @@ fn main() {
             let warm = mimi.encode(&pcm[..frame], n_q).expect("encode");
             mimi.decode(&warm).expect("decode");
 
-            let mut codes = Vec::new();
-            let enc = median_secs(s.reps, || codes = mimi.encode(&pcm, n_q).expect("encode"));
-            let dec = median_secs(s.reps, || {
-                mimi.decode(&codes).expect("decode");
-            });
-            row(weights, threads, "batch", enc / duration, dec / duration);
+            if !s.profile {
+                let mut codes = Vec::new();
+                let enc = median_secs(s.reps, s.profile, || {
+                    codes = mimi.encode(&pcm, n_q).expect("encode")
+                });
+                let dec = median_secs(s.reps, s.profile, || {
+                    mimi.decode(&codes).expect("decode");
+                });
+                row(weights, threads, "batch", enc / duration, dec / duration);
+            }
 
-            // The batch codes frame by frame, so the decode loop only decodes.
-            let by_frame: Vec<u32> = (0..frames)
-                .flat_map(|t| codes.iter().map(move |row| row[t]))
-                .collect();
+            // The stream's codes frame by frame (equal to the batch codes), so the decode loop
+            // only decodes.
+            let mut by_frame = vec![0u32; frames * n_q];
             let mut enc_stream = MimiEncoderStream::new(mimi.clone(), n_q).expect("stream");
             let mut dec_stream = MimiDecoderStream::new(mimi.clone()).expect("stream");
-            let mut frame_codes = vec![0u32; n_q];
             let mut out = vec![0f32; frame];
-            let enc = median_secs(s.reps, || {
+            let enc = median_secs(s.reps, s.profile, || {
                 enc_stream.reset();
-                for chunk in pcm.chunks_exact(frame) {
-                    enc_stream
-                        .encode_frame(chunk, &mut frame_codes)
-                        .expect("encode frame");
+                for (chunk, fc) in pcm.chunks_exact(frame).zip(by_frame.chunks_exact_mut(n_q)) {
+                    enc_stream.encode_frame(chunk, fc).expect("encode frame");
                 }
             });
-            let dec = median_secs(s.reps, || {
+            let dec = median_secs(s.reps, s.profile, || {
                 dec_stream.reset();
                 for fc in by_frame.chunks_exact(n_q) {
                     dec_stream.decode_frame(fc, &mut out).expect("decode frame");

@@ -14,13 +14,21 @@
 //! codebook rows over the compute [`Pool`] (rayon's global injector may allocate when work is
 //! posted from outside its pool, which a zero-allocation frame path cannot afford), and stays
 //! serial below [`DEFAULT_PARALLEL_CUTOVER`] multiply-adds per level.
+//!
+//! A single frame multiplies one vector by every codebook, so it is bound by reading the
+//! codebooks (64 MB of f32 at the kyutai/mimi size, far beyond the caches). It therefore
+//! searches a Q8 copy first (a quarter of the bytes) and re-scores in f32 only the codewords
+//! whose Q8 score is within a proven error bound of the best (see [`Codebook::search`]): the
+//! result is the codeword the f32 search picks, not an approximation of it.
 
 use super::MimiConfig;
 use crate::kernels::matmul::{QScratch, matmul};
 use crate::kernels::pool::SyncPtr;
+use crate::kernels::q8::{QK, blocks, dequantize_row, quantize_weight_row};
 use crate::kernels::{Kernels, Pool};
 use crate::weights::{WeightMatrix, Weights};
 use crate::{Error, Result};
+use half::f16;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,13 +47,35 @@ pub const DEFAULT_PARALLEL_CUTOVER: usize = 32 * 1024;
 /// once, so the codebook is read once per block).
 const BATCH_BLOCK: usize = 8;
 
-/// One codebook: `[size, dim]` codewords and their squared norms.
+/// Relative slack of the Q8 pre-search bound for f32 rounding: far above the rounding error of
+/// a 2048-dimensional f32 dot product (`2048 * 2^-24 ~ 1.2e-4` of `sum |x_i c_i|` is the crude
+/// worst case; actual errors are orders of magnitude smaller), and it only ever adds candidates.
+const ROUNDING_SLACK: f32 = 2e-4;
+
+/// One codebook: `[size, dim]` codewords and their squared norms, plus a Q8 copy for the
+/// pre-search with each row's L2 norm and Q8 error norm `||c_j - q8(c_j)||`.
 #[derive(Debug)]
 pub struct Codebook {
     embed: Vec<f32>,
     norms: Vec<f32>,
+    q: Vec<i8>,
+    qd: Vec<f16>,
+    len: Vec<f32>,
+    qerr: Vec<f32>,
     size: usize,
     dim: usize,
+}
+
+/// The query of one search: `x`, its Q8 form and the norms the error bound needs.
+#[derive(Debug)]
+struct Query<'a> {
+    x: &'a [f32],
+    xq: &'a [i8],
+    xd: &'a [f32],
+    /// `||x||`
+    norm: f32,
+    /// `||x - q8(x)||`
+    qerr: f32,
 }
 
 impl Codebook {
@@ -68,9 +98,26 @@ impl Codebook {
             .chunks_exact(dim)
             .map(|r| r.iter().map(|v| v * v).sum())
             .collect();
+        let nb = blocks(dim);
+        let mut q = vec![0i8; size * nb * QK];
+        let mut qd = vec![f16::ZERO; size * nb];
+        let mut len = vec![0f32; size];
+        let mut qerr = vec![0f32; size];
+        let mut back = vec![0f32; dim];
+        for (j, row) in embed.chunks_exact(dim).enumerate() {
+            let (rq, rd) = (&mut q[j * nb * QK..][..nb * QK], &mut qd[j * nb..][..nb]);
+            quantize_weight_row(row, rq, rd);
+            dequantize_row(rq, rd, &mut back);
+            len[j] = l2(row.iter().map(|&v| v as f64));
+            qerr[j] = l2(row.iter().zip(&back).map(|(&a, &b)| a as f64 - b as f64));
+        }
         Codebook {
             embed,
             norms,
+            q,
+            qd,
+            len,
+            qerr,
             size,
             dim,
         }
@@ -88,6 +135,70 @@ impl Codebook {
         &self.embed[j * self.dim..(j + 1) * self.dim]
     }
 
+    /// The lowest f32 score `norm_j - 2 * dot(c_j, x)` over rows `lo..hi` (ties to the lower
+    /// index; `(inf, lo)` if no score is below infinity), as the plain f32 search would find
+    /// it, reading the Q8 copy and re-scoring few rows. `dots` holds `hi - lo` values.
+    ///
+    /// With `x~`, `c~` the Q8 forms, `|x.c - x~.c~| <= ||x - x~|| ||c~|| + ||x|| ||c - c~||`
+    /// (Cauchy-Schwarz) and `||c~|| <= ||c|| + ||c - c~||`; adding [`ROUNDING_SLACK`] for the
+    /// f32 rounding of both scores gives a bound `m_j` with `|score_j - qscore_j| <= m_j`. The
+    /// f32 minimum is at most `u = min_j (qscore_j + m_j)`, so only rows with
+    /// `qscore_j - m_j <= u` can hold it, and those are re-scored exactly in f32 (one row at a
+    /// time through the same kernel, so each score is the one the full product gives).
+    fn search(
+        &self,
+        k: &Kernels,
+        lo: usize,
+        hi: usize,
+        x: &Query,
+        dots: &mut [f32],
+    ) -> (f32, usize) {
+        let (n, d, nb) = (hi - lo, self.dim, blocks(self.dim));
+        let dots = &mut dots[..n];
+        if n == 0 {
+            return (f32::INFINITY, lo);
+        }
+        k.gemm_q8(
+            &self.q[lo * nb * QK..hi * nb * QK],
+            &self.qd[lo * nb..hi * nb],
+            x.xq,
+            x.xd,
+            n,
+            nb,
+            1,
+            dots,
+            n,
+        );
+        let a = 2.0 * (x.qerr + ROUNDING_SLACK * x.norm);
+        let b = 2.0 * (x.qerr + x.norm);
+        let mut upper = f32::INFINITY;
+        let rows = lo..hi;
+        for (((dv, nv), lv), ev) in dots
+            .iter_mut()
+            .zip(&self.norms[rows.clone()])
+            .zip(&self.len[rows.clone()])
+            .zip(&self.qerr[rows])
+        {
+            let s = nv - 2.0 * *dv;
+            let m = a * lv + b * ev + ROUNDING_SLACK * nv;
+            upper = upper.min(s + m);
+            *dv = s - m;
+        }
+        let mut best = (f32::INFINITY, lo);
+        let mut one = [0f32];
+        for (j, &low) in dots.iter().enumerate() {
+            if low <= upper {
+                let r = lo + j;
+                k.gemm_f32(&self.embed[r * d..(r + 1) * d], x.x, 1, d, 1, &mut one, 1);
+                let s = self.norms[r] - 2.0 * one[0];
+                if s < best.0 {
+                    best = (s, r);
+                }
+            }
+        }
+        best
+    }
+
     /// Lowest `norm - 2 * dot` over rows `lo..` given their dot products `dots`.
     fn argmin(&self, lo: usize, dots: &[f32]) -> (f32, usize) {
         let mut best = (f32::INFINITY, lo);
@@ -99,6 +210,11 @@ impl Codebook {
         }
         best
     }
+}
+
+/// Euclidean norm of f64 terms, as f32.
+fn l2(v: impl Iterator<Item = f64>) -> f32 {
+    v.map(|t| t * t).sum::<f64>().sqrt() as f32
 }
 
 /// One group (semantic or acoustic): optional projections and its codebooks.
@@ -156,6 +272,9 @@ pub struct SplitRvq {
 pub struct RvqScratch {
     resid: Vec<f32>,
     dots: Vec<f32>,
+    /// The Q8 form of the residual being searched.
+    xq: Vec<i8>,
+    xd: Vec<f32>,
     sum_sem: Vec<f32>,
     sum_ac: Vec<f32>,
     tmp: Vec<f32>,
@@ -310,6 +429,8 @@ impl SplitRvq {
         RvqScratch {
             resid: vec![0.0; max_frames * d],
             dots: vec![0.0; self.codebook_size],
+            xq: vec![0; blocks(d) * QK],
+            xd: vec![0.0; blocks(d)],
             sum_sem: vec![0.0; max_frames * d],
             sum_ac: vec![0.0; max_frames * d],
             tmp: vec![0.0; max_frames * h],
@@ -398,7 +519,20 @@ impl SplitRvq {
             let r = &mut sc.resid[..d];
             self.project_in(k, pool, g, latent, r, &mut sc.qs);
             for (l, book) in g.books[..levels].iter().enumerate() {
-                let j = self.nearest(k, pool, book, r, &mut sc.dots, &sc.slots);
+                k.quantize_q8(r, &mut sc.xq, &mut sc.xd);
+                let x = Query {
+                    x: r,
+                    xq: &sc.xq,
+                    xd: &sc.xd,
+                    norm: l2(r.iter().map(|&v| v as f64)),
+                    qerr: l2(sc
+                        .xq
+                        .iter()
+                        .zip(r.iter())
+                        .enumerate()
+                        .map(|(i, (&q, &v))| v as f64 - q as f64 * sc.xd[i / QK] as f64)),
+                };
+                let j = self.nearest(k, pool, book, &x, &mut sc.dots, &sc.slots);
                 codes[first + l] = j as u32;
                 for (rv, e) in r.iter_mut().zip(book.codeword(j)) {
                     *rv -= e;
@@ -413,15 +547,14 @@ impl SplitRvq {
         k: &Kernels,
         pool: &Pool,
         book: &Codebook,
-        x: &[f32],
+        x: &Query,
         dots: &mut [f32],
         slots: &[AtomicU64],
     ) -> usize {
         let (size, d) = (book.size, book.dim);
         let dots = &mut dots[..size];
         if pool.threads() == 1 || size * d < self.cutover || slots.len() < pool.threads() {
-            k.gemm_f32(&book.embed, x, size, d, 1, dots, size);
-            return book.argmin(0, dots).1;
+            return book.search(k, 0, size, x, dots).1;
         }
         let dp = SyncPtr(dots.as_mut_ptr());
         pool.run(&|part, parts| {
@@ -432,16 +565,7 @@ impl SplitRvq {
             } else {
                 // SAFETY: this part alone touches dots[rows], and dots holds `size` values.
                 let mine = unsafe { std::slice::from_raw_parts_mut(dp.get().add(rows.start), n) };
-                k.gemm_f32(
-                    &book.embed[rows.start * d..rows.end * d],
-                    x,
-                    n,
-                    d,
-                    1,
-                    mine,
-                    n,
-                );
-                book.argmin(rows.start, mine)
+                book.search(k, rows.start, rows.end, x, mine)
             };
             slots[part].store(pack(best.0, best.1), Ordering::Relaxed);
         });
@@ -508,5 +632,88 @@ impl SplitRvq {
                 *o += t;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The Q8 pre-searched result equals the plain f32 search, including near-ties: codewords
+    /// that differ from another by less than the Q8 error, and queries sitting on them.
+    #[test]
+    fn q8_pre_search_finds_the_f32_nearest() {
+        let k = Kernels::get();
+        let (size, dim) = (300, 40); // dim not a whole number of Q8 blocks
+        let mut sum = rand_vec(size * dim, 1);
+        // rows 1..20 are tiny perturbations of row 0: nearly tied candidates
+        for j in 1..20 {
+            for i in 0..dim {
+                sum[j * dim + i] = sum[i] * (1.0 + 1e-4 * j as f32 * ((i % 3) as f32 - 1.0));
+            }
+        }
+        let usage: Vec<f32> = (0..size).map(|j| 0.5 + (j % 7) as f32).collect();
+        let book = Codebook::from_ema(&sum, &usage, dim);
+        let nb = blocks(dim);
+        let (mut xq, mut xd) = (vec![0i8; nb * QK], vec![0f32; nb]);
+        let mut dots = vec![0f32; size];
+        let mut rescored_few = false;
+        for case in 0..400u64 {
+            let mut x = rand_vec(dim, case + 10);
+            if case % 2 == 0 {
+                // on or near a codeword, often one of the near-tied group
+                let j = (case as usize * 7) % 25;
+                let scale = 1.0 + (case % 5) as f32 * 1e-3;
+                for (xv, c) in x.iter_mut().zip(book.codeword(j)) {
+                    *xv = *xv * 1e-3 + c * scale;
+                }
+            }
+            k.gemm_f32(&book.embed, &x, size, dim, 1, &mut dots, size);
+            let want = book.argmin(0, &dots);
+            k.quantize_q8(&x, &mut xq, &mut xd);
+            let q = Query {
+                x: &x,
+                xq: &xq,
+                xd: &xd,
+                norm: l2(x.iter().map(|&v| v as f64)),
+                qerr: l2(xq
+                    .iter()
+                    .zip(&x)
+                    .enumerate()
+                    .map(|(i, (&a, &v))| v as f64 - a as f64 * xd[i / QK] as f64)),
+            };
+            let got = book.search(k, 0, size, &q, &mut dots);
+            assert_eq!(got.1, want.1, "case {case}");
+            assert_eq!(got.0.to_bits(), want.0.to_bits(), "case {case}: score");
+            // a sub-range search is the sub-range argmin
+            let (lo, hi) = (37, 211);
+            k.gemm_f32(
+                &book.embed[lo * dim..hi * dim],
+                &x,
+                hi - lo,
+                dim,
+                1,
+                &mut dots,
+                hi - lo,
+            );
+            let want = book.argmin(lo, &dots[..hi - lo]);
+            assert_eq!(book.search(k, lo, hi, &q, &mut dots), want, "case {case}");
+            // the pre-search must actually prune (otherwise it only costs time)
+            let low_count = dots[..hi - lo].iter().filter(|&&v| v <= want.0).count();
+            rescored_few |= low_count < (hi - lo) / 4;
+        }
+        assert!(rescored_few, "the Q8 bound never pruned anything");
     }
 }
