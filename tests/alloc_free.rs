@@ -1,36 +1,11 @@
 //! The steady state allocates nothing: after a warm-up call, threaded matrix products in every
 //! weight format make zero heap allocations (counted by a global allocator wrapper).
 
+mod counting_alloc;
 use edgecsm::kernels::matmul::{QScratch, matmul};
 use edgecsm::kernels::q8::{QK, blocks, quantize_weight_row};
 use edgecsm::kernels::{Kernels, Mat, Pool};
 use half::f16;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 #[test]
 fn threaded_matmul_allocates_nothing_after_warm_up() {
@@ -69,13 +44,13 @@ fn threaded_matmul_allocates_nothing_after_warm_up() {
         matmul(k, &pool, m, &x, &mut y, &mut s);
         matmul(k, &pool, m, &x[..cols], &mut y[..rows], &mut s);
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = counting_alloc::all();
     for _ in 0..200 {
         for m in &mats {
             matmul(k, &pool, m, &x, &mut y, &mut s);
             matmul(k, &pool, m, &x[..cols], &mut y[..rows], &mut s);
         }
     }
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = counting_alloc::all();
     assert_eq!(after - before, 0, "heap allocations in the steady state");
 }

@@ -15,50 +15,17 @@
 
 mod alsa_common;
 
+mod counting_alloc;
 use edgecsm::mimi::Mimi;
 use edgecsm::stream::{
     self, AlsaCapture, AlsaPlayback, FrameProcessor, MimiRoundTrip, StreamConfig, ThreadRole,
 };
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-thread_local! {
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-struct Counting;
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls on marked threads.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTED.try_with(Cell::get).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if COUNTED.try_with(Cell::get).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
 fn mark_thread(_: ThreadRole) {
-    COUNTED.with(|c| c.set(true));
+    counting_alloc::mark_current_thread(true);
 }
 
 const SINK: &str = "edgecsm_rt";
@@ -168,10 +135,10 @@ fn click_latency(mimi: &Arc<Mimi>) -> f64 {
 fn realtime_loop_on_pulse_null_sink() {
     // the counter sees allocations of marked threads (so a zero below means something)
     mark_thread(ThreadRole::Compute);
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = counting_alloc::marked();
     std::hint::black_box(vec![1u8; 64]);
-    assert!(ALLOCS.load(Ordering::SeqCst) > before, "allocation counter");
-    COUNTED.with(|c| c.set(false));
+    assert!(counting_alloc::marked() > before, "allocation counter");
+    counting_alloc::mark_current_thread(false);
 
     let pulse = alsa_common::Pulse::start(&[SINK]);
     for (k, v) in pulse.env() {
@@ -194,11 +161,11 @@ fn realtime_loop_on_pulse_null_sink() {
     let t0 = Instant::now();
     let running = stream::start(&cfg, cap, play, proc).unwrap();
     std::thread::sleep(warm_up);
-    let (allocs0, snap0) = (ALLOCS.load(Ordering::SeqCst), running.stats().snapshot());
+    let (allocs0, snap0) = (counting_alloc::marked(), running.stats().snapshot());
     while t0.elapsed() < Duration::from_secs_f64(seconds - 1.0) && !running.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (allocs1, snap1) = (ALLOCS.load(Ordering::SeqCst), running.stats().snapshot());
+    let (allocs1, snap1) = (counting_alloc::marked(), running.stats().snapshot());
     let measured = t0.elapsed() - warm_up;
     let report = running.join().unwrap();
     println!("64 s run:\n{report}");

@@ -5,37 +5,12 @@
 
 mod csm_common;
 
+mod counting_alloc;
 use csm_common::*;
 use edgecsm::csm::{Conversation, GenerateOptions, InvalidCodes, SamplingParams, Segment};
 use edgecsm::kernels::Pool;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 #[test]
 fn generated_frames_allocate_nothing_after_warm_up() {
@@ -67,7 +42,7 @@ fn generated_frames_allocate_nothing_after_warm_up() {
                     Segment::new("ctx", ids.clone(), codes.clone()),
                     &opts,
                     |_| {
-                        marks.push(ALLOCS.load(Ordering::SeqCst));
+                        marks.push(counting_alloc::all());
                         ControlFlow::Continue(())
                     },
                 )

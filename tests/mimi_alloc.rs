@@ -9,41 +9,16 @@
 
 mod mimi_common;
 
+mod counting_alloc;
 use edgecsm::kernels::Pool;
 use edgecsm::mimi::{Mimi, MimiDecoderStream, MimiEncoderStream};
 use mimi_common::*;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 fn count<F: FnMut()>(mut f: F) -> usize {
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = counting_alloc::all();
     f();
-    ALLOCS.load(Ordering::SeqCst) - before
+    counting_alloc::all() - before
 }
 
 fn stream_frames_allocate_nothing(name: &str, cutover: usize, rounds: usize) {

@@ -10,55 +10,21 @@
 
 mod alsa_common;
 
+mod counting_alloc;
 use edgecsm::daemon::{Daemon, DaemonConfig};
 use edgecsm::stream::ThreadRole;
 use serde_json::{Value, json};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-thread_local! {
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-struct Counting;
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls on marked threads.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTED.try_with(Cell::get).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if COUNTED.try_with(Cell::get).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
 fn mark(_: ThreadRole) {
-    COUNTED.with(|c| c.set(true));
+    counting_alloc::mark_current_thread(true);
 }
 
 fn mark_session() {
-    COUNTED.with(|c| c.set(true));
+    counting_alloc::mark_current_thread(true);
 }
 
 const IN: &str = "serve_alloc_in";
@@ -101,10 +67,10 @@ fn connect(p: &Path) -> Client {
 fn daemon_threads_allocate_nothing_per_frame() {
     // the counter sees allocations of marked threads (so a zero below means something)
     mark(ThreadRole::Compute);
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = counting_alloc::marked();
     std::hint::black_box(vec![1u8; 64]);
-    assert!(ALLOCS.load(Ordering::SeqCst) > before, "allocation counter");
-    COUNTED.with(|c| c.set(false));
+    assert!(counting_alloc::marked() > before, "allocation counter");
+    counting_alloc::mark_current_thread(false);
 
     let pulse = alsa_common::Pulse::start(&[IN, OUT]);
     for (k, v) in pulse.env() {
@@ -123,9 +89,9 @@ fn daemon_threads_allocate_nothing_per_frame() {
 
     // idle: the loop runs, the session waits for requests
     std::thread::sleep(Duration::from_secs(1));
-    let a0 = ALLOCS.load(Ordering::SeqCst);
+    let a0 = counting_alloc::marked();
     std::thread::sleep(Duration::from_secs(2));
-    let idle = ALLOCS.load(Ordering::SeqCst) - a0;
+    let idle = counting_alloc::marked() - a0;
 
     // speaking: 100 frames (8 s); measure from the 10th frame played for about 3.5 s
     let r = c.request(
@@ -144,9 +110,9 @@ fn daemon_threads_allocate_nothing_per_frame() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let s0 = c.status();
-    let b0 = ALLOCS.load(Ordering::SeqCst);
+    let b0 = counting_alloc::marked();
     std::thread::sleep(Duration::from_millis(3500));
-    let b1 = ALLOCS.load(Ordering::SeqCst);
+    let b1 = counting_alloc::marked();
     let s1 = c.status();
     let speaking = b1 - b0;
     let (g0, g1) = (
