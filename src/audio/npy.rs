@@ -3,7 +3,7 @@
 
 use super::atomic::write_atomically;
 use crate::{Error, Result};
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array, Array2, ArrayView2, Dimension};
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
@@ -12,10 +12,11 @@ fn bad(path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("{}: {msg}", path.display()))
 }
 
-/// Reads an int64 `[n_q, frames]` array (any byte order, C or Fortran order).
-pub fn read_codes(path: &Path) -> Result<Array2<i64>> {
+/// Reads an int64 array of `D`'s dimensionality (any byte order, C or Fortran order); `what`
+/// names it in errors ("codes") and `layout` gives its expected shape ("[codebooks, frames]").
+pub fn read_i64<D: Dimension>(path: &Path, what: &str, layout: &str) -> Result<Array<i64, D>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    Array2::<i64>::read_npy(BufReader::new(file)).map_err(|e| match e {
+    Array::<i64, D>::read_npy(BufReader::new(file)).map_err(|e| match e {
         ReadNpyError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             bad(path, "not a NumPy .npy file or truncated")
         }
@@ -23,16 +24,21 @@ pub fn read_codes(path: &Path) -> Result<Array2<i64>> {
         ReadNpyError::ParseHeader(h) => bad(path, format!("not a valid NumPy .npy file ({h})")),
         ReadNpyError::WrongNdim(_, n) => bad(
             path,
-            format!("codes must be a 2-D array [codebooks, frames], found {n} dimension(s)"),
+            format!("{what} must be a {layout} array, found {n} dimension(s)"),
         ),
         ReadNpyError::WrongDescriptor(d) => bad(
             path,
-            format!("codes must be an int64 array, found dtype {d}"),
+            format!("{what} must be an int64 array, found dtype {d}"),
         ),
         ReadNpyError::MissingData => bad(path, "file is shorter than its header says (truncated)"),
         ReadNpyError::ExtraBytes(n) => bad(path, format!("{n} unexpected bytes after the data")),
-        other => bad(path, format!("cannot read codes ({other})")),
+        other => bad(path, format!("cannot read {what} ({other})")),
     })
+}
+
+/// Reads an int64 `[n_q, frames]` code array.
+pub fn read_codes(path: &Path) -> Result<Array2<i64>> {
+    read_i64(path, "codes", "2-D [codebooks, frames]")
 }
 
 /// Writes `codes` as a little-endian C-order int64 `.npy` file, atomically.

@@ -9,6 +9,7 @@
 
 use clap::Args;
 use edgecsm::audio::codes::to_array;
+use edgecsm::audio::npy::read_i64;
 use edgecsm::audio::{read_codes, write_codes};
 use edgecsm::csm::{
     Conversation, Csm, FrameEngine, GenerateOptions, InvalidCodes, SamplingParams, Segment,
@@ -17,9 +18,7 @@ use edgecsm::csm::{
 use edgecsm::kernels::Pool;
 use edgecsm::{Error, Result};
 use ndarray::Array1;
-use ndarray_npy::{ReadNpyError, ReadNpyExt};
 use serde_json::Value;
-use std::io::BufReader;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -206,23 +205,7 @@ fn bad(path: &Path, msg: impl std::fmt::Display) -> Error {
 
 /// Reads an int64 `[seq]` array of token ids.
 fn read_ids(path: &Path) -> Result<Vec<u32>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let ids = Array1::<i64>::read_npy(BufReader::new(file)).map_err(|e| match e {
-        ReadNpyError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            bad(path, "not a NumPy .npy file or truncated")
-        }
-        ReadNpyError::Io(io) => Error::io(path, io),
-        ReadNpyError::ParseHeader(h) => bad(path, format!("not a valid NumPy .npy file ({h})")),
-        ReadNpyError::WrongNdim(_, n) => bad(
-            path,
-            format!("input ids must be a 1-D array [seq], found {n} dimension(s)"),
-        ),
-        ReadNpyError::WrongDescriptor(d) => bad(
-            path,
-            format!("input ids must be an int64 array, found dtype {d}"),
-        ),
-        other => bad(path, format!("cannot read input ids ({other})")),
-    })?;
+    let ids: Array1<i64> = read_i64(path, "input ids", "1-D [seq]")?;
     if ids.is_empty() {
         return Err(bad(path, "no input ids"));
     }
