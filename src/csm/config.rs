@@ -7,6 +7,7 @@
 //! change the maths are honoured or, for variants this crate does not implement, rejected with
 //! [`Error::BadConfig`] naming the key; unknown keys are rejected unless listed as harmless.
 
+use crate::mimi::config::json_eq;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -382,14 +383,6 @@ impl<'a> Reader<'a> {
                 self.name(key)
             ))),
         }
-    }
-}
-
-/// JSON equality where 1 and 1.0 are the same number.
-fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
     }
 }
 

@@ -167,8 +167,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// JSON equality where 1 and 1.0 are the same number.
-fn json_eq(a: &Value, b: &Value) -> bool {
+/// JSON equality where 1 and 1.0 are the same number (shared with the CSM config).
+pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
