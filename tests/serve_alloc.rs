@@ -4,8 +4,9 @@
 //! and playback threads of the audio loop, and the session thread that generates. After
 //! warm-up: an idle window (the audio loop running, nothing said), then a window in the middle
 //! of a long utterance (every frame generated, decoded, queued and played) must both make zero
-//! heap allocations. Client threads (JSON, unmarked) may allocate. One test function: the
-//! counter and the process environment are process-wide.
+//! heap allocations. Then a minute of conversation (utterance after utterance): no allocation
+//! on the audio and frame threads and no xrun. Client threads (JSON, unmarked) may allocate.
+//! One test function: the counter and the process environment are process-wide.
 #![cfg(feature = "alsa")]
 
 mod alsa_common;
@@ -19,13 +20,21 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Counting classes: the audio loop's capture, frame and playback threads, and the session
+/// thread that generates.
+const AUDIO: usize = 1;
+const SESSION: usize = 2;
+
 fn mark(_: ThreadRole) {
-    counting_alloc::mark_current_thread(true);
+    counting_alloc::mark_current_thread_as(AUDIO);
 }
 
 fn mark_session() {
-    counting_alloc::mark_current_thread(true);
+    counting_alloc::mark_current_thread_as(SESSION);
 }
+
+/// How long the daemon keeps a conversation going in the last phase.
+const CONVERSATION: Duration = Duration::from_secs(60);
 
 const IN: &str = "serve_alloc_in";
 const OUT: &str = "serve_alloc_out";
@@ -125,6 +134,35 @@ fn daemon_threads_allocate_nothing_per_frame() {
     );
     let done = c.recv();
     assert_eq!(done["event"], "done", "{done}");
+
+    // a minute of conversation: one utterance after another (each new turn prefills, which
+    // may allocate on the session thread; the audio and frame threads must not, and no
+    // period may be lost)
+    let x0 = c.status();
+    let a0 = counting_alloc::marked_as(AUDIO);
+    let t0 = Instant::now();
+    let mut turns = 0;
+    while t0.elapsed() < CONVERSATION {
+        let r = c.request(
+            json!({"op": "say", "text": format!("Turn {turns} of a long talk."),
+                                 "max_seconds": 4.0, "seed": turns}),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(c.recv()["event"], "started");
+        let d = c.recv();
+        assert_eq!(d["event"], "done", "{d}");
+        turns += 1;
+    }
+    let audio_allocs = counting_alloc::marked_as(AUDIO) - a0;
+    let x1 = c.status();
+    let count = |s: &Value, k: &str| s["counters"][k].as_u64().unwrap_or(0);
+    let xruns = count(&x1, "xruns") - count(&x0, "xruns");
+    let underruns = count(&x1, "underruns") - count(&x0, "underruns");
+    println!(
+        "conversation: {turns} turns in {:.1} s, audio/frame-thread allocations {audio_allocs}, \
+         xruns {xruns}, underruns {underruns}\nstatus: {x1:#}",
+        t0.elapsed().as_secs_f64()
+    );
     let report = daemon.shutdown().unwrap();
     println!("done: {done}\nstatus: {s1:#}\n{report}");
     println!(
@@ -142,5 +180,11 @@ fn daemon_threads_allocate_nothing_per_frame() {
     assert_eq!(idle, 0, "heap allocations while idle");
     assert_eq!(speaking, 0, "heap allocations while speaking");
     assert_eq!(done["reason"], "max_frames", "{done}");
+    assert!(turns >= 5, "too few turns in a minute: {turns}");
+    assert_eq!(
+        audio_allocs, 0,
+        "heap allocations on the audio and frame threads during the conversation"
+    );
+    assert_eq!(xruns, 0, "xruns during the conversation");
     assert!(!socket.exists(), "socket left behind");
 }

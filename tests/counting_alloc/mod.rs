@@ -1,18 +1,21 @@
 //! A counting global allocator for the zero-allocation tests: it forwards to the system
 //! allocator and counts allocations (and reallocations) made on any thread, and separately
 //! those made on threads that marked themselves (e.g. a loop's audio threads through its
-//! thread hook). A test binary that declares `mod counting_alloc;` installs it.
+//! thread hook), by class so that a test can tell kinds of threads apart. A test binary that declares `mod counting_alloc;` installs it.
 #![allow(dead_code)] // each test uses one of the two counts
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+/// Thread classes a test can tell apart (class 0 = not counted).
+const CLASSES: usize = 4;
+
 thread_local! {
-    static MARKED: Cell<bool> = const { Cell::new(false) };
+    static CLASS: Cell<usize> = const { Cell::new(0) };
 }
 static ALL: AtomicUsize = AtomicUsize::new(0);
-static ON_MARKED: AtomicU64 = AtomicU64::new(0);
+static BY_CLASS: [AtomicU64; CLASSES] = [const { AtomicU64::new(0) }; CLASSES];
 
 struct Counting;
 
@@ -20,8 +23,9 @@ impl Counting {
     fn count(&self) {
         ALL.fetch_add(1, Ordering::Relaxed);
         // `try_with`: the thread-local may already be gone while a thread exits
-        if MARKED.try_with(Cell::get).unwrap_or(false) {
-            ON_MARKED.fetch_add(1, Ordering::Relaxed);
+        let class = CLASS.try_with(Cell::get).unwrap_or(0);
+        if class != 0 {
+            BY_CLASS[class].fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -52,12 +56,23 @@ pub fn all() -> usize {
     ALL.load(Ordering::SeqCst)
 }
 
-/// Allocations so far on marked threads.
+/// Allocations so far on marked threads (every class).
 pub fn marked() -> u64 {
-    ON_MARKED.load(Ordering::SeqCst)
+    BY_CLASS[1..].iter().map(|c| c.load(Ordering::SeqCst)).sum()
+}
+
+/// Allocations so far on threads marked as `class` (1..4).
+pub fn marked_as(class: usize) -> u64 {
+    BY_CLASS[class].load(Ordering::SeqCst)
 }
 
 /// Marks (or unmarks) the calling thread as one whose allocations [`marked`] counts.
 pub fn mark_current_thread(on: bool) {
-    MARKED.with(|c| c.set(on));
+    mark_current_thread_as(usize::from(on));
+}
+
+/// Marks the calling thread as of `class` (1..4; 0 unmarks it).
+pub fn mark_current_thread_as(class: usize) {
+    assert!(class < CLASSES, "thread class {class} out of range");
+    CLASS.with(|c| c.set(class));
 }
