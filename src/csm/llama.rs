@@ -303,15 +303,9 @@ pub(crate) mod tests {
     use std::path::Path;
 
     pub(crate) fn rand_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-            })
-            .collect()
+        let mut v = crate::kernels::test_rand::rand_vec(n, seed);
+        v.iter_mut().for_each(|x| *x *= scale);
+        v
     }
 
     /// Writes `tensors` (name -> (shape, f32 data)) as one safetensors file in `dir`.

@@ -369,17 +369,7 @@ mod tests {
     use super::*;
     use half::f16;
 
-    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_rand::rand_vec;
 
     /// Direct PyTorch-layout convolution: `w` is `[c_out, c_in/groups, k]`.
     fn naive_conv(s: ConvShape, w: &[f32], b: Option<&[f32]>, x: &[f32]) -> Vec<f32> {

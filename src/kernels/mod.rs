@@ -17,6 +17,8 @@ pub mod pool;
 pub mod q8;
 pub mod rope;
 pub mod scalar;
+#[cfg(test)]
+pub(crate) mod test_rand;
 
 #[cfg(target_arch = "aarch64")]
 pub mod neon;

@@ -210,17 +210,7 @@ impl RopeBuf {
 mod tests {
     use super::*;
 
-    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_rand::rand_vec;
 
     /// transformers: `x * cos + rotate_half(x) * sin`, cos/sin duplicated over both halves.
     fn naive(x: &[f32], d: usize, theta: f64, pos: u64) -> Vec<f32> {
