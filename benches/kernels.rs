@@ -14,7 +14,7 @@
 //! `--quick` (or `EDGECSM_BENCH_QUICK=1`) shrinks the repetitions to a smoke run.
 
 use edgecsm::kernels::matmul::matmul;
-use edgecsm::kernels::q8::{QK, blocks, quantize_weight_row};
+use edgecsm::kernels::q8::{QK, blocks, quantize_matrix};
 use edgecsm::kernels::{Kernels, Mat, Pool, QScratch};
 use half::f16;
 use rayon::prelude::*;
@@ -262,16 +262,7 @@ impl Copies {
                 Copies::F16(vec![h; count(w.len() * 2)])
             }
             _ => {
-                let nb = blocks(cols);
-                let mut q = vec![0i8; rows * nb * QK];
-                let mut d = vec![f16::ZERO; rows * nb];
-                for r in 0..rows {
-                    quantize_weight_row(
-                        &w[r * cols..(r + 1) * cols],
-                        &mut q[r * nb * QK..(r + 1) * nb * QK],
-                        &mut d[r * nb..(r + 1) * nb],
-                    );
-                }
+                let (q, d) = quantize_matrix(w, rows, cols);
                 let n = count(q.len() + d.len() * 2);
                 Copies::Q8(vec![(q, d); n])
             }

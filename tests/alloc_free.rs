@@ -3,7 +3,7 @@
 
 mod counting_alloc;
 use edgecsm::kernels::matmul::{QScratch, matmul};
-use edgecsm::kernels::q8::{QK, blocks, quantize_weight_row};
+use edgecsm::kernels::q8::quantize_matrix;
 use edgecsm::kernels::{Kernels, Mat, Pool};
 use half::f16;
 
@@ -16,16 +16,7 @@ fn threaded_matmul_allocates_nothing_after_warm_up() {
         .map(|i| (i % 13) as f32 * 0.1 - 0.6)
         .collect();
     let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
-    let nb = blocks(cols);
-    let mut q = vec![0i8; rows * nb * QK];
-    let mut d = vec![f16::ZERO; rows * nb];
-    for r in 0..rows {
-        quantize_weight_row(
-            &w[r * cols..(r + 1) * cols],
-            &mut q[r * nb * QK..(r + 1) * nb * QK],
-            &mut d[r * nb..(r + 1) * nb],
-        );
-    }
+    let (q, d) = quantize_matrix(&w, rows, cols);
     let mats = [
         Mat::F32 { w: &w, rows, cols },
         Mat::F16 { w: &wh, rows, cols },

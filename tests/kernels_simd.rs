@@ -2,7 +2,7 @@
 //! awkward sizes (not multiples of the block or vector width, size 1, empty), plus a check that
 //! the set detection picks what the CPU (or the emulated CPU under qemu) offers.
 
-use edgecsm::kernels::q8::{QK, blocks, quantize_weight_row};
+use edgecsm::kernels::q8::{QK, blocks, quantize_matrix};
 use edgecsm::kernels::{KernelSet, Kernels};
 use half::f16;
 use proptest::prelude::*;
@@ -50,20 +50,6 @@ fn problem() -> impl Strategy<Value = (usize, usize, usize, Vec<f32>, Vec<f32>)>
                 prop::collection::vec(value(), n * cols),
             )
         })
-}
-
-fn quantize_rows(w: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f16>) {
-    let nb = blocks(cols);
-    let mut q = vec![0i8; rows * nb * QK];
-    let mut d = vec![f16::ZERO; rows * nb];
-    for r in 0..rows {
-        quantize_weight_row(
-            &w[r * cols..(r + 1) * cols],
-            &mut q[r * nb * QK..(r + 1) * nb * QK],
-            &mut d[r * nb..(r + 1) * nb],
-        );
-    }
-    (q, d)
 }
 
 /// Quantizes `n` activation vectors with kernel set `k`.
@@ -122,7 +108,7 @@ proptest! {
 
     #[test]
     fn gemm_q8_matches_scalar((rows, cols, n, w, x) in problem()) {
-        let (wq, wd) = quantize_rows(&w, rows, cols);
+        let (wq, wd) = quantize_matrix(&w, rows, cols);
         let (xq, xd) = quantize_acts(&scalar(), &x, n, cols);
         let nb = blocks(cols);
         let ldy = rows + 2;

@@ -238,7 +238,7 @@ pub fn matmul(k: &Kernels, pool: &Pool, w: &Mat, x: &[f32], y: &mut [f32], s: &m
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::q8::quantize_weight_row;
+    use crate::kernels::q8::quantize_matrix;
 
     fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed
@@ -302,16 +302,7 @@ mod tests {
                         "f16 {a} vs {b}"
                     );
                 }
-                let nb = blocks(cols);
-                let mut q = vec![0i8; rows * nb * QK];
-                let mut d = vec![f16::ZERO; rows * nb];
-                for r in 0..rows {
-                    quantize_weight_row(
-                        &w[r * cols..(r + 1) * cols],
-                        &mut q[r * nb * QK..(r + 1) * nb * QK],
-                        &mut d[r * nb..(r + 1) * nb],
-                    );
-                }
+                let (q, d) = quantize_matrix(&w, rows, cols);
                 let wq = Mat::Q8 {
                     q: &q,
                     d: &d,

@@ -45,6 +45,23 @@ pub fn quantize_weight_row(x: &[f32], q: &mut [i8], d: &mut [f16]) {
     }
 }
 
+/// Quantizes a whole `[rows, cols]` row-major matrix with [`quantize_weight_row`]: returns the
+/// int8 data `[rows, blocks(cols) * 32]` and the scales `[rows, blocks(cols)]`.
+pub fn quantize_matrix(w: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f16>) {
+    assert_eq!(w.len(), rows * cols, "q8 matrix: length");
+    let nb = blocks(cols);
+    let mut q = vec![0i8; rows * nb * QK];
+    let mut d = vec![f16::ZERO; rows * nb];
+    for r in 0..rows {
+        quantize_weight_row(
+            &w[r * cols..(r + 1) * cols],
+            &mut q[r * nb * QK..(r + 1) * nb * QK],
+            &mut d[r * nb..(r + 1) * nb],
+        );
+    }
+    (q, d)
+}
+
 /// Dequantizes one Q8 row back to `cols` f32 values.
 pub fn dequantize_row(q: &[i8], d: &[f16], out: &mut [f32]) {
     assert!(q.len() >= out.len() && d.len() * QK >= out.len());

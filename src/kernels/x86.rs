@@ -618,7 +618,7 @@ mod tests {
     //! What the proptest in `tests/kernels_simd.rs` does not reach: special float values in
     //! the quantizer, and long rows (many whole Q8 groups, prefetches running into the next
     //! tile and past the matrix) at and around the tile sizes. Q8 is checked bit for bit.
-    use super::super::q8::{blocks, quantize_weight_row};
+    use super::super::q8::{blocks, quantize_matrix};
     use super::super::{KernelSet, Kernels};
     use super::*;
 
@@ -725,14 +725,7 @@ mod tests {
                     close(&got, &want, &w, &x, cols, ldy, "f16");
 
                     let nb = blocks(cols);
-                    let (mut q, mut d) = (vec![0i8; rows * nb * QK], vec![f16::ZERO; rows * nb]);
-                    for r in 0..rows {
-                        quantize_weight_row(
-                            &w[r * cols..(r + 1) * cols],
-                            &mut q[r * nb * QK..(r + 1) * nb * QK],
-                            &mut d[r * nb..(r + 1) * nb],
-                        );
-                    }
+                    let (q, d) = quantize_matrix(&w, rows, cols);
                     let (mut xq, mut xd) = (vec![0i8; n * nb * QK], vec![0f32; n * nb]);
                     for t in 0..n {
                         scalar.quantize_q8(
