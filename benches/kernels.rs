@@ -178,7 +178,8 @@ impl Floor {
         let chunk = &self.buf[self.next..self.next + len];
         self.next += len;
         let t = Instant::now();
-        pool.run(&|part, parts| {
+        let parts = pool.threads();
+        pool.run(parts, &|part| {
             let r = Pool::split(chunk.len(), part, parts, 64);
             black_box(read_sum(black_box(&chunk[r])));
         });
@@ -428,7 +429,7 @@ fn overhead(k: &Kernels, pools: &[Pool; 2], cycle: usize, b: &Budget) {
         });
     });
     let empty_pool = median_us(b.per_config, 20, |i| {
-        pools[1].run(&|part, _| {
+        pools[1].run(2, &|part| {
             black_box(part + i);
         })
     });

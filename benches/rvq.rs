@@ -40,7 +40,7 @@ fn main() {
     let reps = 2000;
     let t = Instant::now();
     for _ in 0..reps {
-        pools[1].run(&|_, _| {});
+        pools[1].run(2, &|_| {});
     }
     println!(
         "empty job on the 2-thread pool: {:.2} us",

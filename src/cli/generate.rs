@@ -173,7 +173,7 @@ pub fn load_csm(dir: &Path, threads: usize) -> Result<Arc<Csm>> {
         )));
     }
     let mut csm = Csm::load(dir)?;
-    csm.set_pool(Arc::new(Pool::new(super::thread_count(threads))));
+    csm.set_pool(Arc::new(Pool::new(threads)))?;
     Ok(Arc::new(csm))
 }
 

@@ -166,9 +166,18 @@ impl Csm {
         })
     }
 
-    /// Uses `pool` for the model's products and attention (the codec keeps its own pool).
-    pub fn set_pool(&mut self, pool: Arc<Pool>) {
+    /// Uses `pool` for every product and attention of the model and of its codec: one compute
+    /// budget per process. Call it right after loading, before the codec is shared.
+    pub fn set_pool(&mut self, pool: Arc<Pool>) -> Result<()> {
+        if let Some(c) = &mut self.codec {
+            Arc::get_mut(c)
+                .ok_or_else(|| {
+                    Error::Invalid("set_pool: the codec is already shared with a stream".into())
+                })?
+                .set_pool(pool.clone());
+        }
         self.pool = pool;
+        Ok(())
     }
 
     pub fn pool(&self) -> &Arc<Pool> {

@@ -175,12 +175,9 @@ mod run {
             let fmt = PromptFormatter::from_file(cfg.model.join("tokenizer.json"))?;
             fmt.check_config(&model_cfg)?;
             let mut csm = Csm::load(&cfg.model)?;
-            let threads = if cfg.threads == 0 {
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            } else {
-                cfg.threads
-            };
-            csm.set_pool(Arc::new(Pool::new(threads)));
+            let pool = Arc::new(Pool::new(cfg.threads));
+            let threads = pool.threads();
+            csm.set_pool(pool)?;
             let csm = Arc::new(csm);
             let mimi = csm
                 .codec()

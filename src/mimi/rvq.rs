@@ -435,7 +435,8 @@ impl SplitRvq {
             sum_ac: vec![0.0; max_frames * d],
             tmp: vec![0.0; max_frames * h],
             qs: QScratch::new(max_frames, h.max(d)),
-            slots: (0..threads.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            // one per part: a pool cuts a job into at most four parts per thread
+            slots: (0..4 * threads.max(1)).map(|_| AtomicU64::new(0)).collect(),
             max_frames,
         }
     }
@@ -553,11 +554,12 @@ impl SplitRvq {
     ) -> usize {
         let (size, d) = (book.size, book.dim);
         let dots = &mut dots[..size];
-        if pool.threads() == 1 || size * d < self.cutover || slots.len() < pool.threads() {
+        let parts = pool.parts_for(size.div_ceil(16), 1).min(slots.len());
+        if parts < 2 || size * d < self.cutover {
             return book.search(k, 0, size, x, dots).1;
         }
         let dp = SyncPtr(dots.as_mut_ptr());
-        pool.run(&|part, parts| {
+        pool.run(parts, &|part| {
             let rows = Pool::split(size, part, parts, 16);
             let n = rows.len();
             let best = if n == 0 {
@@ -571,7 +573,7 @@ impl SplitRvq {
         });
         let mut best = (f32::INFINITY, 0usize);
         let mut first = true;
-        for s in &slots[..pool.threads()] {
+        for s in &slots[..parts] {
             let (score, idx) = unpack(s.load(Ordering::Relaxed));
             if idx < size && (first || score < best.0) {
                 best = (score, idx);
