@@ -12,6 +12,7 @@ pub mod kernels;
 pub mod mimi;
 pub mod quantize;
 pub mod stream;
+pub mod synth;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -44,6 +44,9 @@ enum Command {
     /// Run the voice daemon: CSM speech on ALSA playback, live voice context from capture,
     /// controlled over a Unix socket (JSON lines).
     Serve(cli::serve::ServeArgs),
+    /// Write a random-weight model of a published shape (csm-1b, kyutai/mimi) for benchmarks
+    /// and board tests: not speech.
+    Synth(cli::synth::SynthArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -104,6 +107,7 @@ fn run(cli: Cli) -> edgecsm::Result<()> {
         Command::Loop(args) => cli::audio::run_loop(ctx.threads, args),
         Command::Devices => cli::audio::run_devices(),
         Command::Serve(args) => cli::serve::run_serve(ctx.threads, args),
+        Command::Synth(args) => report(cli::synth::run(args)?),
     }
 }
 

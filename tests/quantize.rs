@@ -293,7 +293,10 @@ fn q8_conversion_follows_the_policy_and_loads_zero_copy() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(meta["format"], "edgecsm");
-    assert_eq!(meta["edgecsm_version"], "1");
+    assert_eq!(
+        meta["edgecsm_version"],
+        edgecsm::weights::FORMAT_VERSION.to_string()
+    );
     assert_eq!(meta["dtype"], "q8");
     assert_eq!(meta["source_file"], "model.safetensors");
     assert_eq!(meta["source_sha256"], sha);

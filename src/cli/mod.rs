@@ -8,6 +8,7 @@ pub mod encode;
 pub mod generate;
 pub mod say;
 pub mod serve;
+pub mod synth;
 
 use edgecsm::Result;
 use edgecsm::csm::CsmConfig;

@@ -142,13 +142,16 @@ impl Llama {
         &self.cfg
     }
 
-    /// Bytes of weights one forward pass reads (matrices only).
-    pub fn weight_bytes(&self) -> usize {
+    /// The weight matrices of one forward pass, in the order it multiplies by them.
+    pub fn matrices(&self) -> impl Iterator<Item = &WeightMatrix> {
         self.layers
             .iter()
             .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
-            .map(|m| m.mat().bytes())
-            .sum()
+    }
+
+    /// Bytes of weights one forward pass reads (matrices only).
+    pub fn weight_bytes(&self) -> usize {
+        self.matrices().map(|m| m.mat().bytes()).sum()
     }
 }
 
