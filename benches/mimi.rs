@@ -10,6 +10,7 @@
 //!
 //!     cargo bench --bench mimi                 # 10 s clip, median of 3 runs
 //!     cargo bench --bench mimi -- --quick      # 0.24 s clip, 1 thread, one run
+//!     cargo bench --bench mimi -- --dtype q8 --threads 1   # one format, one thread count
 //!                                              # (or EDGECSM_BENCH_QUICK=1)
 //!     cargo bench --bench mimi -- --profile 100   # f32 only, 1 thread, streaming only,
 //!                                              # 100 frames each way, median of 3 thread
@@ -32,41 +33,38 @@ struct Settings {
     frames: usize,
     reps: usize,
     threads: Vec<usize>,
+    dtypes: Vec<SynthDtype>,
     /// Profiling run: f32 weights only, streaming only, no batch rows.
     profile: bool,
 }
 
 fn settings() -> Settings {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--profile") {
-        let frames = args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .expect("--profile takes a frame count");
+    if let Some(frames) = common::arg("--profile") {
         return Settings {
-            frames,
+            frames: frames.parse().expect("--profile takes a frame count"),
             reps: 3,
             threads: vec![1],
+            dtypes: vec![SynthDtype::F32],
             profile: true,
         };
     }
-    let quick = args.iter().any(|a| a == "--quick")
-        || std::env::var("EDGECSM_BENCH_QUICK").is_ok_and(|v| v == "1");
-    if quick {
-        // Short enough to finish well under a minute even with slow (f16) weights.
-        Settings {
-            frames: 3,
-            reps: 1,
-            threads: vec![1],
-            profile: false,
-        }
-    } else {
-        Settings {
-            frames: 125, // 10 s
-            reps: 3,
-            threads: vec![1, 2],
-            profile: false,
-        }
+    let quick = common::quick();
+    let dtypes: Vec<String> = common::list("--dtype", &["f32".into(), "f16".into(), "q8".into()]);
+    Settings {
+        // 10 s, or short enough to finish well under a minute even with slow weights
+        frames: if quick { 3 } else { 125 },
+        reps: if quick { 1 } else { 3 },
+        threads: common::list("--threads", if quick { &[1] } else { &[1, 2] }),
+        dtypes: dtypes
+            .iter()
+            .map(|d| match d.as_str() {
+                "f32" => SynthDtype::F32,
+                "f16" => SynthDtype::F16,
+                "q8" => SynthDtype::Q8,
+                other => panic!("--dtype: unknown format {other}"),
+            })
+            .collect(),
+        profile: false,
     }
 }
 
@@ -157,12 +155,8 @@ fn main() {
     let s = settings();
     Kernels::init().expect("kernel selection");
     let cfg = MimiConfig::default();
-    let dtypes: &[SynthDtype] = if s.profile {
-        &[SynthDtype::F32]
-    } else {
-        &[SynthDtype::F32, SynthDtype::F16, SynthDtype::Q8]
-    };
-    let models: Vec<(&str, std::path::PathBuf)> = dtypes
+    let models: Vec<(&str, std::path::PathBuf)> = s
+        .dtypes
         .iter()
         .map(|&d| (d.name(), models::ensure("mimi", d)))
         .collect();

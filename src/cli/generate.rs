@@ -285,14 +285,25 @@ pub fn run(threads: usize, a: GenerateArgs) -> Result<String> {
     let positions = ids.len();
     let n = d.num_codebooks;
     let mut out: Vec<u32> = Vec::with_capacity(a.max_frames * n);
+    let t0 = std::time::Instant::now();
+    let mut marks = Vec::with_capacity(a.max_frames.min(1 << 16));
     let g = conv.generate(
         Segment::new(label, ids, codes),
         &sampling.options(a.max_frames),
         |f| {
             out.extend_from_slice(f);
+            marks.push(t0.elapsed().as_secs_f64());
             ControlFlow::Continue(())
         },
     )?;
+    let timing = match (marks.first(), marks.last()) {
+        (Some(first), Some(last)) if marks.len() > 1 => format!(
+            "; first frame after {first:.2} s, then {:.0} ms per frame",
+            (last - first) / (marks.len() - 1) as f64 * 1e3
+        ),
+        (Some(first), _) => format!("; first frame after {first:.2} s"),
+        _ => String::new(),
+    };
     let rows: Vec<Vec<u32>> = (0..n)
         .map(|q| out.iter().skip(q).step_by(n).copied().collect())
         .collect();
@@ -303,7 +314,7 @@ pub fn run(threads: usize, a: GenerateArgs) -> Result<String> {
         describe_stop(&g.stop)
     };
     Ok(format!(
-        "{}: {} positions -> {} frames x {n} codebooks ({}; stop: {stop}) -> {}",
+        "{}: {} positions -> {} frames x {n} codebooks ({}; stop: {stop}{timing}) -> {}",
         a.input_ids.display(),
         positions,
         g.frames,
