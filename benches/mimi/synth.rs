@@ -6,6 +6,7 @@
 //! run time instead of committing 300+ MB of weights.
 
 use edgecsm::mimi::MimiConfig;
+use edgecsm::mimi::layout::CheckpointLayout;
 use std::path::Path;
 
 /// How one tensor's values are drawn.

@@ -41,8 +41,10 @@ impl Mimi {
 
     /// Builds the codec from `w` (already prefixed for a checkpoint that nests it, e.g.
     /// `Weights::open(csm)?.with_prefix("codec_model.")`), checking every tensor's shape
-    /// against `cfg`; an error names the tensor at fault.
+    /// against `cfg` (validated first, so a hand-built config is held to the same limits as a
+    /// parsed one); an error names the tensor at fault.
     pub fn from_weights(cfg: MimiConfig, w: &Weights) -> Result<Mimi> {
+        cfg.validate()?;
         let enc = cfg
             .has_encoder
             .then(|| Encoder::load(w, &cfg))
