@@ -64,11 +64,26 @@ pub mod limits {
     pub const SEANET_FRAME_VALUES: usize = 1 << 24;
 }
 
-/// Parses `json` into `T`; an error names `path`, and the key path inside the file for a value
-/// of the wrong type or an unsupported setting.
-pub(crate) fn from_json<T: DeserializeOwned>(json: &str, path: &Path) -> Result<T> {
+/// Reads `path` and parses it into `C` through its raw form `R`.
+pub(crate) fn load<R, C>(path: &Path) -> Result<C>
+where
+    R: DeserializeOwned,
+    C: TryFrom<R, Error = String>,
+{
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse::<R, C>(&text, path)
+}
+
+/// Parses `json` into its raw form `R` (an error names the key path inside the file for a
+/// value of the wrong type or an unsupported setting), then converts and checks it into `C`;
+/// `path` names the file in errors.
+pub(crate) fn parse<R, C>(json: &str, path: &Path) -> Result<C>
+where
+    R: DeserializeOwned,
+    C: TryFrom<R, Error = String>,
+{
     let mut de = serde_json::Deserializer::from_str(json);
-    let value = serde_path_to_error::deserialize(&mut de)
+    let raw = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| {
             let key = e.path().to_string();
             let e = e.into_inner();
@@ -85,10 +100,10 @@ pub(crate) fn from_json<T: DeserializeOwned>(json: &str, path: &Path) -> Result<
                 .map(|()| v)
                 .map_err(|e| format!("not valid JSON: {e}"))
         });
-    value.map_err(|msg| bad(path, msg))
+    raw.and_then(C::try_from).map_err(|msg| bad(path, msg))
 }
 
-pub(crate) fn bad(path: &Path, msg: String) -> Error {
+fn bad(path: &Path, msg: String) -> Error {
     Error::BadConfig {
         path: path.to_path_buf(),
         msg,

@@ -5,8 +5,8 @@
 //! decoder's under `depth_decoder_config`, and the Mimi codec's under `codec_config` (parsed by
 //! [`MimiConfig`]). A missing or null key takes the transformers default (the csm-1b value).
 //! Keys that change the maths are honoured or, for variants this crate does not implement,
-//! rejected with [`Error::BadConfig`] naming the key; unknown keys are rejected unless listed as
-//! harmless. Sizes are checked against [`crate::config::limits`].
+//! rejected with [`crate::Error::BadConfig`] naming the key; unknown keys are rejected unless
+//! listed as harmless. Sizes are checked against [`crate::config::limits`].
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -15,11 +15,11 @@ use std::path::Path;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::Result;
 use crate::config::{self, Is, Only, Positive, RawRope, limits, nullable};
 use crate::kernels::rope::Llama3Scaling;
 use crate::mimi::MimiConfig;
 use crate::mimi::config::RawMimi;
-use crate::{Error, Result};
 
 /// Keys accepted and ignored at either level: metadata and training/initialisation settings.
 pub const HARMLESS_KEYS: &[&str] = &[
@@ -386,15 +386,12 @@ impl TryFrom<Level> for CsmConfig {
 impl CsmConfig {
     /// Reads and validates `path` (a CSM `config.json`).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, path)
+        config::load::<Level, _>(path.as_ref())
     }
 
     /// Parses and validates config JSON; `path` only names the source in error messages.
     pub fn parse(json: &str, path: &Path) -> Result<Self> {
-        let raw: Level = config::from_json(json, path)?;
-        CsmConfig::try_from(raw).map_err(|msg| config::bad(path, msg))
+        config::parse::<Level, _>(json, path)
     }
 
     /// Cross-field consistency and the model-level limits; the message names the fields at
@@ -487,6 +484,7 @@ impl CsmConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
     use crate::kernels::rope::Rope;
     use serde_json::{Map, Value};
 
@@ -969,81 +967,78 @@ mod tests {
 
     #[test]
     fn absurd_sizes_are_errors_naming_the_key() {
-        let big = || Value::from(1u64 << 40);
-        let cases: Vec<Case> = vec![
+        let big = 1u64 << 40;
+        let cases: &[(&[&str], u64, &str)] = &[
             (
-                Box::new(|o| {
-                    o.insert("max_position_embeddings".into(), Value::from(1u64 << 62));
-                }),
+                &["max_position_embeddings"],
+                1 << 62,
                 "`max_position_embeddings` 4611686018427387904 is above this runtime's limit",
             ),
             (
-                Box::new(|o| {
-                    o.insert("max_position_embeddings".into(), Value::from(1u64 << 20));
-                }),
+                &["max_position_embeddings"],
+                1 << 20,
                 "a KV cache for `max_position_embeddings` 1048576 x `num_hidden_layers` 16",
             ),
             (
-                Box::new(move |o| {
-                    depth_mut(o).insert("num_hidden_layers".into(), big());
-                }),
+                &["depth_decoder_config.num_hidden_layers"],
+                big,
                 "`depth_decoder_config.num_hidden_layers` 1099511627776 is above",
             ),
             (
-                Box::new(move |o| {
-                    o.insert("hidden_size".into(), big());
-                }),
+                &["hidden_size"],
+                big,
                 "`hidden_size` 1099511627776 is above",
             ),
             (
-                Box::new(move |o| {
-                    o.insert("intermediate_size".into(), big());
-                }),
-                "`intermediate_size` 1099511627776 is above",
+                &["intermediate_size"],
+                big,
+                "`intermediate_size` 1099511627776",
             ),
             (
-                Box::new(move |o| {
-                    o.insert("num_attention_heads".into(), big());
-                }),
-                "`num_attention_heads` 1099511627776 is above",
+                &["num_attention_heads"],
+                big,
+                "`num_attention_heads` 1099511627776",
             ),
             (
-                Box::new(move |o| {
-                    depth_mut(o).insert("head_dim".into(), big());
-                }),
+                &["depth_decoder_config.head_dim"],
+                big,
                 "`depth_decoder_config.head_dim` 1099511627776 is above",
             ),
             (
-                Box::new(move |o| {
-                    o.insert("text_vocab_size".into(), big());
-                }),
+                &["text_vocab_size"],
+                big,
                 "`text_vocab_size` 1099511627776 is above",
             ),
             (
-                Box::new(move |o| {
-                    o.insert("vocab_size".into(), big());
-                    depth_mut(o).insert("vocab_size".into(), big());
-                }),
+                &["vocab_size", "depth_decoder_config.vocab_size"],
+                big,
                 "`vocab_size` 1099511627776 is above",
             ),
             (
-                Box::new(move |o| {
-                    o.insert("num_codebooks".into(), big());
-                    depth_mut(o).insert("num_codebooks".into(), big());
-                    depth_mut(o).insert("max_position_embeddings".into(), big());
-                }),
+                &[
+                    "num_codebooks",
+                    "depth_decoder_config.num_codebooks",
+                    "depth_decoder_config.max_position_embeddings",
+                ],
+                big,
                 "`depth_decoder_config.max_position_embeddings` 1099511627776 is above",
             ),
             (
-                Box::new(move |o| {
-                    let codec = o.get_mut("codec_config").unwrap().as_object_mut().unwrap();
-                    codec.insert("codebook_size".into(), big());
-                }),
+                &["codec_config.codebook_size"],
+                big,
                 "in `codec_config`: `codebook_size` 1099511627776 is above",
             ),
         ];
-        for (edit, want) in cases {
-            let msg = err_msg(edited(edit));
+        for (keys, value, want) in cases {
+            let msg = err_msg(edited(|o| {
+                for key in *keys {
+                    let (obj, k) = match key.split_once('.') {
+                        Some((nested, k)) => (o[nested].as_object_mut().unwrap(), k),
+                        None => (&mut *o, *key),
+                    };
+                    obj.insert(k.into(), Value::from(*value));
+                }
+            }));
             assert!(
                 msg.contains(want),
                 "message {msg:?} does not contain {want:?}"

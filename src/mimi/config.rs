@@ -302,15 +302,12 @@ impl TryFrom<RawMimi> for MimiConfig {
 impl MimiConfig {
     /// Reads and validates `path` (a Mimi `config.json`).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, path)
+        config::load::<RawMimi, _>(path.as_ref())
     }
 
     /// Parses and validates config JSON; `path` only names the source in error messages.
     pub fn parse(json: &str, path: &Path) -> Result<Self> {
-        let raw: RawMimi = config::from_json(json, path)?;
-        MimiConfig::try_from(raw).map_err(|msg| config::bad(path, msg))
+        config::parse::<RawMimi, _>(json, path)
     }
 
     /// The checks that hold for every usable configuration (sizes within
@@ -537,7 +534,7 @@ impl MimiConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// kyutai/mimi's config.json as transformers 4.x serializes it.
@@ -661,7 +658,7 @@ mod tests {
         }
     }
 
-    fn fixture(name: &str) -> MimiConfig {
+    pub(crate) fn fixture(name: &str) -> MimiConfig {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/mimi")
             .join(name)

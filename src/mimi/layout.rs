@@ -54,16 +54,9 @@ impl CheckpointLayout for MimiConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mimi::config::tests::fixture;
     use serde_json::Value;
     use std::path::Path;
-
-    fn fixture(name: &str) -> MimiConfig {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/mimi")
-            .join(name)
-            .join("config.json");
-        MimiConfig::load(&path).unwrap()
-    }
 
     #[test]
     fn kyutai_mimi_indices() {

@@ -2,9 +2,10 @@
 //!
 //! [`config`] reads and validates `config.json`, [`layout`] numbers the SEANet layers as a
 //! checkpoint stores them; [`conv`] holds the streaming causal (transposed) convolutions,
-//! [`seanet`] the convolutional encoder/decoder, [`transformer`] the sliding-window transformers, [`rvq`] the split residual vector quantizer, `pipeline` the
-//! encoder and decoder stacks with their chunk-by-chunk state, [`model`] loading and batch
-//! encode/decode over them, [`stream`] the frame-by-frame encoder and decoder streams.
+//! [`seanet`] the convolutional encoder/decoder, [`transformer`] the sliding-window
+//! transformers, [`rvq`] the split residual vector quantizer, `pipeline` the encoder and
+//! decoder stacks with their chunk-by-chunk state, [`model`] loading and batch encode/decode
+//! over them, [`stream`] the frame-by-frame encoder and decoder streams.
 
 pub mod config;
 pub mod conv;
