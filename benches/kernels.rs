@@ -26,6 +26,11 @@ use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+/// The unit tests' deterministic test-data generator (one for the whole project).
+#[path = "../src/kernels/test_rand.rs"]
+mod test_rand;
+use test_rand::rand_vec;
+
 /// (name, rows, cols) of the products a decode step makes.
 const SHAPES: [(&str, usize, usize); 8] = [
     ("csm attn/out", 2048, 2048),
@@ -100,21 +105,6 @@ fn main() {
     multi_token(k, &pools, &budget);
 }
 
-/// The last-level cache size from sysfs (the largest cache level of CPU 0), else 32 MiB.
-/// A deterministic pseudo-random fill in [-1, 1).
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
-/// The median of `v` (sorted in place).
 /// Times `f(i)` for i = 0, 1, ... (after a few warm-up calls) until `budget` has passed and at
 /// least `min_reps` calls were made; returns the median call time in microseconds.
 fn median_us(budget: Duration, min_reps: usize, mut f: impl FnMut(usize)) -> f64 {

@@ -5,6 +5,7 @@
 //! safetensors, validation, quantization) -> model code -> streaming -> CLI/daemon.
 
 pub mod audio;
+pub mod config;
 pub mod csm;
 pub mod daemon;
 pub mod error;

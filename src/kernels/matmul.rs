@@ -245,20 +245,7 @@ pub fn matmul(k: &Kernels, pool: &Pool, w: &Mat, x: &[f32], y: &mut [f32], s: &m
 mod tests {
     use super::*;
     use crate::kernels::q8::quantize_matrix;
-
-    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_rand::rand_vec;
 
     fn naive(w: &[f32], x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         let n = x.len() / cols;

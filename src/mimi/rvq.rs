@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Codebook size x dimension below which a single frame's search stays on the calling thread.
 ///
-/// Measured by `tests/mimi_stream.rs` (`rvq_search_cutover_timing`, release, x86_64 AVX2
+/// Measured by `cargo bench --bench rvq` (`benches/rvq.rs`, release, x86_64 AVX2
 /// kernels, 2-thread pool, one level, when the shared machine was quiet): serial / pooled
 /// 0.12 / 0.32 us (64 x 16), 0.53 / 0.54 us (256 x 32), 0.71 / 0.61 us (256 x 64), 1.4 / 1.0 us
 /// (512 x 64), 2.8 / 1.7 us (1024 x 64), 9.7 / 5.0 us (2048 x 128), 19 / 9.2 us (2048 x 256,

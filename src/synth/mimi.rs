@@ -4,6 +4,7 @@
 
 use super::{Init, TensorSpec};
 use crate::mimi::MimiConfig;
+use crate::mimi::layout::CheckpointLayout;
 
 /// Variance `1 / fan_in`.
 fn scaled(fan_in: usize) -> Init {
