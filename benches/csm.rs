@@ -38,7 +38,7 @@ use edgecsm::kernels::matmul::matmul;
 use edgecsm::kernels::{Kernels, Pool, QScratch};
 use edgecsm::mimi::MimiDecoderStream;
 use edgecsm::synth::SynthDtype;
-use edgecsm::weights::{TensorFormat, Weights};
+use edgecsm::weights::Weights;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -177,19 +177,7 @@ fn codec_decoder_bytes(dir: &Path) -> usize {
                 || n.starts_with("upsample.")
                 || n.contains("output_proj")
         })
-        .map(|n| {
-            let info = w.info(n).expect("listed");
-            let numel: usize = info.shape.iter().product();
-            match info.format {
-                TensorFormat::F32 => numel * 4,
-                TensorFormat::F16 | TensorFormat::BF16 => numel * 2,
-                TensorFormat::Q8 => {
-                    let cols: usize = info.shape[1..].iter().product();
-                    info.shape[0] * cols.div_ceil(32) * 34
-                }
-                TensorFormat::Other(_) => 0,
-            }
-        })
+        .map(|n| w.stored_bytes(n))
         .sum()
 }
 

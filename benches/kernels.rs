@@ -18,7 +18,8 @@ mod common;
 
 use common::floor::{Floor, llc_bytes};
 use common::median;
-use edgecsm::kernels::matmul::matmul;
+use edgecsm::kernels::matmul::{Act, matmul, matmul_rows};
+use edgecsm::kernels::packed::{pack_float, pack_q8};
 use edgecsm::kernels::q8::{QK, blocks, quantize_matrix};
 use edgecsm::kernels::{Kernels, Mat, Pool, QScratch};
 use half::f16;
@@ -128,26 +129,30 @@ fn read_floor(pools: &[Pool; 2], floor: &mut Floor, reps: usize) -> [f64; 2] {
     [0, 1].map(|i| common::floor::read_gbs(&pools[i], floor, reps))
 }
 
-/// Copies of one weight matrix in one format, enough to exceed `cycle_bytes` in all.
+/// Copies of one packed weight matrix in one format, enough to exceed `cycle_bytes` in all.
 enum Copies {
     F32(Vec<Vec<f32>>),
     F16(Vec<Vec<f16>>),
-    Q8(Vec<(Vec<i8>, Vec<f16>)>),
+    Q8(Vec<Vec<u8>>),
 }
 
 impl Copies {
     fn new(fmt: usize, w: &[f32], rows: usize, cols: usize, cycle_bytes: usize) -> Copies {
         let count = |bytes: usize| cycle_bytes.div_ceil(bytes).max(2);
         match fmt {
-            0 => Copies::F32(vec![w.to_vec(); count(w.len() * 4)]),
+            0 => {
+                let p = pack_float(w, rows, cols, 0.0);
+                Copies::F32(vec![p.clone(); count(p.len() * 4)])
+            }
             1 => {
                 let h: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
-                Copies::F16(vec![h; count(w.len() * 2)])
+                let p = pack_float(&h, rows, cols, f16::ZERO);
+                Copies::F16(vec![p.clone(); count(p.len() * 2)])
             }
             _ => {
                 let (q, d) = quantize_matrix(w, rows, cols);
-                let n = count(q.len() + d.len() * 2);
-                Copies::Q8(vec![(q, d); n])
+                let p = pack_q8(&q, &d, rows, cols);
+                Copies::Q8(vec![p.clone(); count(p.len())])
             }
         }
     }
@@ -162,19 +167,18 @@ impl Copies {
 
     fn mat(&self, i: usize, rows: usize, cols: usize) -> Mat<'_> {
         match self {
-            Copies::F32(v) => Mat::F32 {
+            Copies::F32(v) => Mat::F32P {
                 w: &v[i],
                 rows,
                 cols,
             },
-            Copies::F16(v) => Mat::F16 {
+            Copies::F16(v) => Mat::F16P {
                 w: &v[i],
                 rows,
                 cols,
             },
-            Copies::Q8(v) => Mat::Q8 {
-                q: &v[i].0,
-                d: &v[i].1,
+            Copies::Q8(v) => Mat::Q8P {
+                w: &v[i],
                 rows,
                 cols,
             },
@@ -267,9 +271,6 @@ fn overhead(k: &Kernels, pools: &[Pool; 2], cycle: usize, b: &Budget) {
     let w = rand_vec(rows * cols, 3);
     let x = rand_vec(cols, 4);
     let copies = Copies::new(2, &w, rows, cols, cycle);
-    let Copies::Q8(qc) = &copies else {
-        unreachable!("format 2 is Q8")
-    };
     let mut y = vec![0f32; rows];
     let mut s = QScratch::new(1, cols);
     let rp = rayon::ThreadPoolBuilder::new()
@@ -289,24 +290,13 @@ fn overhead(k: &Kernels, pools: &[Pool; 2], cycle: usize, b: &Budget) {
     });
     let half = rows / 2;
     let rayon2 = median_us(b.per_config, 20, |i| {
-        let (q, d) = &qc[i % qc.len()];
+        let m = copies.mat(i % copies.len(), rows, cols);
         k.quantize_q8(black_box(&x), &mut xq, &mut xd);
-        let (xq, xd) = (&xq, &xd);
+        let act = Act::Q8 { xq: &xq, xd: &xd };
         rp.install(|| {
             y.par_chunks_mut(half).enumerate().for_each(|(c, yc)| {
                 let r0 = c * half;
-                let r1 = r0 + yc.len();
-                k.gemm_q8(
-                    &q[r0 * nb * QK..r1 * nb * QK],
-                    &d[r0 * nb..r1 * nb],
-                    xq,
-                    xd,
-                    r1 - r0,
-                    nb,
-                    1,
-                    yc,
-                    r1 - r0,
-                );
+                matmul_rows(k, &m, r0, r0 + yc.len(), act, 1, yc);
             })
         });
     });
@@ -343,25 +333,115 @@ fn overhead(k: &Kernels, pools: &[Pool; 2], cycle: usize, b: &Budget) {
     );
 }
 
-/// Multi-token products (prefill, convolutions as GEMM) against `matrixmultiply::sgemm`.
+/// The multi-token problems of the models: (name, rows, cols, tokens).
+const GEMM_SHAPES: [(&str, usize, usize, usize); 9] = [
+    ("csm prefill q/o", 2048, 2048, 32),
+    ("csm prefill up/gate", 8192, 2048, 32),
+    ("csm prefill down", 2048, 8192, 32),
+    ("csm prefill k/v", 512, 2048, 32),
+    ("depth first step", 8192, 1024, 2),
+    ("mimi xfmr chunk", 2048, 512, 16),
+    ("mimi conv k3 512ch", 512, 512 * 3, 25),
+    ("mimi conv k3 64ch", 64, 64 * 3, 960),
+    ("mimi convT 512->256 k16", 256 * 16, 512, 25),
+];
+
+/// Register-only peaks of this core in the same run: the f32 FMA and the int8 dot product of
+/// the kernel set, in G multiply-adds per second (12 independent accumulators, no loads).
+fn peaks(k: &Kernels) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use edgecsm::kernels::KernelSet;
+        let vnni = k.set() == KernelSet::Avx512Vnni;
+        if k.set() == KernelSet::Avx2 || vnni {
+            // SAFETY: the kernel set was selected for this CPU, so it has these features.
+            return unsafe { (x86_peak::fma(), x86_peak::int8(vnni)) };
+        }
+    }
+    let _ = k;
+    (f64::NAN, f64::NAN)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_peak {
+    use std::arch::x86_64::*;
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    const ITERS: usize = 20_000_000;
+
+    /// # Safety
+    /// AVX2 + FMA available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma() -> f64 {
+        let mut acc = [_mm256_set1_ps(0.5); 12];
+        let (a, b) = (_mm256_set1_ps(0.999), _mm256_set1_ps(1e-3));
+        let t = Instant::now();
+        for _ in 0..ITERS / 12 {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, a, b);
+            }
+        }
+        let s = t.elapsed().as_secs_f64();
+        black_box(acc);
+        (ITERS / 12 * 12 * 8) as f64 / s / 1e9
+    }
+
+    /// # Safety
+    /// AVX2 (and AVX-512VL + VNNI when `vnni`) available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn int8(vnni: bool) -> f64 {
+        let (a, b) = (_mm256_set1_epi8(3), _mm256_set1_epi8(-2));
+        let t = Instant::now();
+        let macs = if vnni {
+            // SAFETY: the caller checked VNNI.
+            unsafe { dpbusd_loop(a, b) }
+        } else {
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [_mm256_setzero_si256(); 12];
+            for _ in 0..ITERS / 12 {
+                for v in acc.iter_mut() {
+                    let p = _mm256_maddubs_epi16(a, b);
+                    *v = _mm256_add_epi32(*v, _mm256_madd_epi16(p, ones));
+                }
+            }
+            black_box(acc);
+            (ITERS / 12 * 12 * 32) as f64
+        };
+        macs / t.elapsed().as_secs_f64() / 1e9
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    unsafe fn dpbusd_loop(a: __m256i, b: __m256i) -> f64 {
+        let mut acc = [_mm256_setzero_si256(); 12];
+        for _ in 0..ITERS / 12 {
+            for v in acc.iter_mut() {
+                *v = _mm256_dpbusd_epi32(*v, a, b);
+            }
+        }
+        black_box(acc);
+        (ITERS / 12 * 12 * 32) as f64
+    }
+}
+
+/// Multi-token products at the models' shapes: G multiply-adds per second per format, against
+/// the same-run register-only peaks and, for f32, against `matrixmultiply::sgemm`.
 fn multi_token(k: &Kernels, pools: &[Pool; 2], b: &Budget) {
-    println!("\n== multi-token products, f32 (weights cache-resident after the first call)");
+    let (fma_peak, int8_peak) = peaks(k);
+    println!("\n== multi-token products (weights cache-resident after the first call), G MAC/s");
     println!(
-        "  {:<22} {:>6} {:>6} {:>5} {:>3} {:>9} {:>9} {:>9} {:>8}",
-        "problem", "rows", "cols", "n", "thr", "us/call", "GFLOP/s", "sgemm", "ratio"
+        "  same-run register-only peaks, 1 core: f32 FMA {fma_peak:.1} G MAC/s, int8 {int8_peak:.1} G MAC/s"
     );
-    let problems = [
-        ("csm prefill 64 tok", 2048, 2048, 64),
-        ("mimi conv k=3 64ch", 64, 64 * 3, 1920),
-        ("mimi conv k=8 128ch", 128, 64 * 8, 240),
-    ];
-    for &(name, rows, cols, n) in &problems {
+    println!(
+        "  {:<24} {:>5} {:>5} {:>4} {:>3} | {:>7} {:>7} {:>7} | {:>7} {:>6} | {:>5} {:>5}",
+        "problem", "rows", "cols", "n", "thr", "F32", "F16", "Q8", "sgemm", "F32/sg", "%fma", "%i8"
+    );
+    for &(name, rows, cols, n) in &GEMM_SHAPES {
         let w = rand_vec(rows * cols, 11);
         let x = rand_vec(n * cols, 12);
         let mut y = vec![0f32; n * rows];
         let mut s = QScratch::new(n, cols);
-        let flop = 2.0 * (rows * cols * n) as f64;
-        let m = Mat::F32 { w: &w, rows, cols };
+        let macs = (rows * cols * n) as f64;
         // y[n, rows] = x[n, cols] * w^T: A = x (row-major), B = w^T (column-major view of w).
         let sg = median_us(b.per_config, 5, |_| {
             // SAFETY: the pointers and strides describe the x, w and y buffers above.
@@ -386,25 +466,44 @@ fn multi_token(k: &Kernels, pools: &[Pool; 2], b: &Budget) {
             black_box(&y);
         });
         let want = y.clone();
+        let copies: Vec<Copies> = (0..3).map(|f| Copies::new(f, &w, rows, cols, 0)).collect();
         for pool in pools {
-            let us = median_us(b.per_config, 5, |_| {
-                matmul(k, pool, &m, black_box(&x), &mut y, &mut s);
-                black_box(&y);
-            });
+            let us: Vec<f64> = copies
+                .iter()
+                .map(|c| {
+                    let m = c.mat(0, rows, cols);
+                    median_us(b.per_config, 5, |_| {
+                        matmul(k, pool, &m, black_box(&x), &mut y, &mut s);
+                        black_box(&y);
+                    })
+                })
+                .collect();
+            let g = |t: f64| macs / t / 1e3;
             println!(
-                "  {:<22} {:>6} {:>6} {:>5} {:>3} {:>9.1} {:>9.1} {:>9.1} {:>7.2}x",
+                "  {:<24} {:>5} {:>5} {:>4} {:>3} | {:>7.1} {:>7.1} {:>7.1} | {:>7.1} {:>5.2}x | {:>4.0}% {:>4.0}%",
                 name,
                 rows,
                 cols,
                 n,
                 pool.threads(),
-                us,
-                flop / us / 1e3,
-                flop / sg / 1e3,
-                sg / us
+                g(us[0]),
+                g(us[1]),
+                g(us[2]),
+                g(sg),
+                sg / us[0],
+                100.0 * g(us[0]) / pool.threads() as f64 / fma_peak,
+                100.0 * g(us[2]) / pool.threads() as f64 / int8_peak,
             );
         }
-        // The two must agree (a sanity check of the benchmark, not a test).
+        // f32 must agree with sgemm (a sanity check of the benchmark, not a test).
+        matmul(
+            k,
+            &pools[0],
+            &copies[0].mat(0, rows, cols),
+            &x,
+            &mut y,
+            &mut s,
+        );
         for (got, want) in y.iter().zip(&want) {
             assert!(
                 (got - want).abs() <= 1e-3 * (1.0 + want.abs()),
@@ -412,30 +511,8 @@ fn multi_token(k: &Kernels, pools: &[Pool; 2], b: &Budget) {
             );
         }
     }
-    println!("  (sgemm: matrixmultiply, single-threaded; ratio = sgemm time / edgecsm time)");
-
-    println!("\n== multi-token products, other formats: csm prefill 64 tokens, 2048x2048");
-    let (rows, cols, n) = (2048, 2048, 64);
-    let w = rand_vec(rows * cols, 13);
-    let x = rand_vec(n * cols, 14);
-    let mut y = vec![0f32; n * rows];
-    let mut s = QScratch::new(n, cols);
-    let flop = 2.0 * (rows * cols * n) as f64;
-    for (fi, fmt) in FORMATS.iter().enumerate() {
-        let copies = Copies::new(fi, &w, rows, cols, 0);
-        let m = copies.mat(0, rows, cols);
-        for pool in pools {
-            let us = median_us(b.per_config, 5, |_| {
-                matmul(k, pool, &m, black_box(&x), &mut y, &mut s);
-                black_box(&y);
-            });
-            println!(
-                "  {:<4} {} thread(s): {:9.1} us  {:7.1} GFLOP/s",
-                fmt,
-                pool.threads(),
-                us,
-                flop / us / 1e3
-            );
-        }
-    }
+    println!(
+        "  (sgemm: matrixmultiply, single-threaded, f32; F32/sg = sgemm time / edgecsm F32 time;"
+    );
+    println!("   %fma, %i8: the F32 and Q8 rates per thread against the same-run peaks)");
 }

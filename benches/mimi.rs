@@ -23,7 +23,7 @@ use common::{boards, median, models, thread_cpu_secs};
 use edgecsm::kernels::{Kernels, Pool};
 use edgecsm::mimi::{Mimi, MimiConfig, MimiDecoderStream, MimiEncoderStream};
 use edgecsm::synth::SynthDtype;
-use edgecsm::weights::{TensorFormat, Weights};
+use edgecsm::weights::Weights;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -129,17 +129,7 @@ fn side_bytes(dir: &Path) -> (usize, usize) {
     let w = Weights::open(dir).expect("weights");
     let (mut enc, mut dec) = (0, 0);
     for n in w.names() {
-        let info = w.info(&n).expect("listed");
-        let numel: usize = info.shape.iter().product();
-        let bytes = match info.format {
-            TensorFormat::F32 => numel * 4,
-            TensorFormat::F16 | TensorFormat::BF16 => numel * 2,
-            TensorFormat::Q8 => {
-                let cols: usize = info.shape[1..].iter().product();
-                info.shape[0] * cols.div_ceil(32) * 34
-            }
-            TensorFormat::Other(_) => 0,
-        };
+        let bytes = w.stored_bytes(&n);
         let decoder =
             n.starts_with("decoder") || n.starts_with("upsample") || n.contains("output_proj");
         if decoder {

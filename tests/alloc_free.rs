@@ -3,6 +3,7 @@
 
 mod counting_alloc;
 use edgecsm::kernels::matmul::{QScratch, matmul};
+use edgecsm::kernels::packed::{pack_float, pack_q8};
 use edgecsm::kernels::q8::quantize_matrix;
 use edgecsm::kernels::{Kernels, Mat, Pool};
 use half::f16;
@@ -17,15 +18,15 @@ fn threaded_matmul_allocates_nothing_after_warm_up() {
         .collect();
     let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
     let (q, d) = quantize_matrix(&w, rows, cols);
+    let (wp, hp, qp) = (
+        pack_float(&w, rows, cols, 0.0),
+        pack_float(&wh, rows, cols, f16::ZERO),
+        pack_q8(&q, &d, rows, cols),
+    );
     let mats = [
-        Mat::F32 { w: &w, rows, cols },
-        Mat::F16 { w: &wh, rows, cols },
-        Mat::Q8 {
-            q: &q,
-            d: &d,
-            rows,
-            cols,
-        },
+        Mat::F32P { w: &wp, rows, cols },
+        Mat::F16P { w: &hp, rows, cols },
+        Mat::Q8P { w: &qp, rows, cols },
     ];
     let x: Vec<f32> = (0..n * cols).map(|i| (i % 7) as f32 - 3.0).collect();
     let mut y = vec![0f32; n * rows];

@@ -1,6 +1,7 @@
-//! The on-disk format of `edgecsm quantize` outputs: the codebook heads are stored in the
-//! layout the kernels read (so loading them is a memory map, not a copy), and a file written in
-//! another format number is refused with an error that says to convert again.
+//! The on-disk format of `edgecsm quantize` outputs: every matrix a frame multiplies by (the
+//! codebook heads included) is stored packed in the layout the kernels read, so loading is a
+//! memory map, not a copy; and a file written in another format number is refused with an
+//! error that says to convert again.
 
 mod csm_common;
 
@@ -31,7 +32,10 @@ fn converted_models_map_every_matrix_of_a_frame_including_the_codebook_heads() {
         let out = tmp.path().join(mode.name());
         convert(&src, &out, mode);
         let w = Weights::open(&out).unwrap();
-        assert!(w.is_transposed("depth_decoder.codebooks_head.weight"));
+        let info = w
+            .packed_info("depth_decoder.codebooks_head.weight")
+            .unwrap();
+        assert_eq!(info.layout, edgecsm::weights::Layout::Transposed);
         let csm = load(&out);
         for (part, m) in csm.frame_products() {
             assert!(m.is_mapped(), "{mode:?} {part:?} {} is a copy", m.name());

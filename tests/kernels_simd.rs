@@ -2,8 +2,10 @@
 //! awkward sizes (not multiples of the block or vector width, size 1, empty), plus a check that
 //! the set detection picks what the CPU (or the emulated CPU under qemu) offers.
 
+use edgecsm::kernels::matmul::matmul;
+use edgecsm::kernels::packed::{pack_float, pack_q8};
 use edgecsm::kernels::q8::{QK, blocks, quantize_matrix};
-use edgecsm::kernels::{KernelSet, Kernels};
+use edgecsm::kernels::{KernelSet, Kernels, Mat, Pool, QScratch};
 use half::f16;
 use proptest::prelude::*;
 
@@ -67,32 +69,31 @@ fn quantize_acts(k: &Kernels, x: &[f32], n: usize, cols: usize) -> (Vec<i8>, Vec
     (q, d)
 }
 
+/// `y = w x` through the full driver (tiles, edges, blocking) with kernel set `k`.
+fn product(k: &Kernels, m: &Mat, x: &[f32], n: usize) -> Vec<f32> {
+    let pool = Pool::new(1);
+    let mut y = vec![f32::NAN; n * m.rows()];
+    let mut s = QScratch::new(n, m.cols().max(1));
+    matmul(k, &pool, m, x, &mut y, &mut s);
+    y
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
-    fn gemm_f32_matches_scalar((rows, cols, n, w, x) in problem()) {
-        let ldy = rows + 3;
-        let mut want = vec![7.0f32; n * ldy];
-        scalar().gemm_f32(&w, &x, rows, cols, n, &mut want, ldy);
-        for k in simd_sets() {
-            let mut got = vec![7.0f32; n * ldy];
-            k.gemm_f32(&w, &x, rows, cols, n, &mut got, ldy);
-            // summation order differs; padding columns (r >= rows) must stay untouched
-            close(&got, &want, 2e-5 * (cols as f32).max(1.0), k.set().name());
-        }
-    }
-
-    #[test]
-    fn gemm_f16_matches_scalar((rows, cols, n, w, x) in problem()) {
+    fn f32_and_f16_products_match_scalar((rows, cols, n, w, x) in problem()) {
+        prop_assume!(cols > 0);
+        let wp = pack_float(&w, rows, cols, 0.0);
         let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
-        let ldy = rows + 1;
-        let mut want = vec![7.0f32; n * ldy];
-        scalar().gemm_f16(&wh, &x, rows, cols, n, &mut want, ldy);
+        let hp = pack_float(&wh, rows, cols, f16::ZERO);
+        let f32m = Mat::F32P { w: &wp, rows, cols };
+        let f16m = Mat::F16P { w: &hp, rows, cols };
+        let (want32, want16) = (product(&scalar(), &f32m, &x, n), product(&scalar(), &f16m, &x, n));
         for k in simd_sets() {
-            let mut got = vec![7.0f32; n * ldy];
-            k.gemm_f16(&wh, &x, rows, cols, n, &mut got, ldy);
-            close(&got, &want, 2e-5 * (cols as f32).max(1.0), k.set().name());
+            // fused multiply-adds differ from the reference's separate ones by rounding only
+            close(&product(&k, &f32m, &x, n), &want32, 2e-5 * (cols as f32).max(1.0), k.set().name());
+            close(&product(&k, &f16m, &x, n), &want16, 2e-5 * (cols as f32).max(1.0), k.set().name());
         }
     }
 
@@ -107,18 +108,16 @@ proptest! {
     }
 
     #[test]
-    fn gemm_q8_matches_scalar((rows, cols, n, w, x) in problem()) {
+    fn q8_products_are_bit_exact((rows, cols, n, w, x) in problem()) {
+        prop_assume!(cols > 0);
         let (wq, wd) = quantize_matrix(&w, rows, cols);
-        let (xq, xd) = quantize_acts(&scalar(), &x, n, cols);
-        let nb = blocks(cols);
-        let ldy = rows + 2;
-        let mut want = vec![7.0f32; n * ldy];
-        scalar().gemm_q8(&wq, &wd, &xq, &xd, rows, nb, n, &mut want, ldy);
+        let wp = pack_q8(&wq, &wd, rows, cols);
+        let m = Mat::Q8P { w: &wp, rows, cols };
+        let want = product(&scalar(), &m, &x, n);
         for k in simd_sets() {
-            let mut got = vec![7.0f32; n * ldy];
-            k.gemm_q8(&wq, &wd, &xq, &xd, rows, nb, n, &mut got, ldy);
-            // integer block sums are exact; only the f32 accumulation of blocks may differ
-            close(&got, &want, 1e-5 * (nb as f32).max(1.0), k.set().name());
+            let got = product(&k, &m, &x, n);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&got), bits(&want), "{}", k.set().name());
         }
     }
 }

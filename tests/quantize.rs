@@ -3,10 +3,11 @@
 
 mod common;
 use edgecsm::kernels::matmul::{Format, matmul};
+use edgecsm::kernels::packed::{PackedFormat, q8p_scale};
 use edgecsm::kernels::q8::QK;
 use edgecsm::kernels::{Kernels, Mat, Pool, QScratch};
 use edgecsm::quantize::{Mode, Options, Target, quantize};
-use edgecsm::weights::{TensorFormat, Weights};
+use edgecsm::weights::{Layout, TensorFormat, Weights};
 use half::{bf16, f16};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -89,23 +90,23 @@ fn t(name: &'static str, dtype: &'static str, shape: &[usize], seed: u64) -> T {
     }
 }
 
+const Q8P: Target = Target::Packed(PackedFormat::Q8P, Layout::Rows);
+const F16P: Target = Target::Packed(PackedFormat::F16P, Layout::Rows);
+
 /// The tiny model and what the q8 policy (with `--keep depth_decoder.`) must do with it.
 fn tiny_model() -> Vec<(T, Target)> {
     vec![
-        (
-            t("model.layers.0.mlp.fc1.weight", "F32", &[48, 64], 1),
-            Target::Q8,
-        ),
+        (t("model.layers.0.mlp.fc1.weight", "F32", &[48, 64], 1), Q8P),
         (
             t("model.layers.0.mlp.fc2.weight", "BF16", &[64, 48], 2),
-            Target::Q8,
+            Q8P,
         ),
         (
             t("model.embed_tokens.weight", "F32", &[20, 40], 3),
             Target::Q8,
         ),
-        (t("model.small.weight", "F32", &[8, 16], 4), Target::F16),
-        (t("encoder.conv.weight", "F32", &[16, 8, 3], 5), Target::F16),
+        (t("model.small.weight", "F32", &[8, 16], 4), F16P),
+        (t("encoder.conv.weight", "F32", &[16, 8, 3], 5), F16P),
         (t("model.norm.weight", "F32", &[64], 6), Target::F32),
         (
             t("model.layers.0.mlp.fc1.bias", "BF16", &[48], 7),
@@ -121,10 +122,7 @@ fn tiny_model() -> Vec<(T, Target)> {
             Target::F32,
         ),
         (t("position_ids", "I64", &[1, 4], 11), Target::Copy),
-        (
-            t("depth_decoder.proj.weight", "F32", &[32, 64], 12),
-            Target::F16,
-        ),
+        (t("depth_decoder.proj.weight", "F32", &[32, 64], 12), F16P),
     ]
 }
 
@@ -202,18 +200,17 @@ fn check_products(t: &T, m: &Mat) {
             let wr = &w[r * cols..(r + 1) * cols];
             let exact: f64 = wr.iter().zip(xt).map(|(a, b)| *a as f64 * *b as f64).sum();
             let bound: f64 = match *m {
-                Mat::F16 { .. } => {
+                Mat::F16 { .. } | Mat::F16P { .. } => {
                     wr.iter()
                         .zip(xt)
                         .map(|(a, b)| (a * b).abs() as f64)
                         .sum::<f64>()
                         / 2048.0
                 }
-                Mat::Q8 { d, .. } => {
-                    let nb = cols.div_ceil(QK);
+                Mat::Q8P { w: packed, .. } => {
                     let mut b = 0f64;
                     for (blk, xb) in xt.chunks(QK).enumerate() {
-                        let ew = 0.5 * d[r * nb + blk].to_f32() as f64;
+                        let ew = 0.5 * q8p_scale(packed, cols, r, blk).to_f32() as f64;
                         let ex = 0.5 * xb.iter().fold(0f32, |a, v| a.max(v.abs())) as f64 / 127.0;
                         for (c, xv) in xb.iter().enumerate() {
                             let wv = wr[blk * QK + c] as f64;
@@ -222,7 +219,7 @@ fn check_products(t: &T, m: &Mat) {
                     }
                     b
                 }
-                Mat::F32 { .. } => 0.0,
+                _ => 0.0,
             };
             let got = y[tok * rows + r] as f64;
             assert!(
@@ -252,18 +249,19 @@ fn q8_conversion_follows_the_policy_and_loads_zero_copy() {
         assert_eq!(r.target, *want, "{}", t.name);
         let line = log.lines().find(|l| l.starts_with(t.name)).unwrap();
         assert!(line.contains(want.name()), "{line}");
-        if *want == Target::Q8 {
+        if *want == Target::Q8 || *want == Q8P {
             let snr = r.snr_db.unwrap();
             assert!(snr > 35.0 && line.contains("SNR"), "{line}");
         }
     }
     let counts = summary.counts();
-    assert_eq!(counts[&Target::Q8], 3);
-    assert_eq!(counts[&Target::F16], 4);
+    assert_eq!(counts[&Target::Q8], 1);
+    assert_eq!(counts[&Q8P], 2);
+    assert_eq!(counts[&F16P], 3);
     assert!(summary.bytes_after < summary.bytes_before);
     let text = summary.to_string();
     assert!(
-        text.contains("3 Q8") && text.contains("Q8 SNR: min"),
+        text.contains("2 Q8P") && text.contains("1 Q8,") && text.contains("Q8 SNR: min"),
         "{text}"
     );
 
@@ -309,10 +307,19 @@ fn check_loaded(w: &Weights, model: &[(T, Target)]) {
             Target::Q8 => TensorFormat::Q8,
             Target::F16 => TensorFormat::F16,
             Target::F32 => TensorFormat::F32,
+            Target::Packed(f, _) => TensorFormat::Packed(*f),
             Target::Copy => continue,
         };
         assert_eq!(info.format, fmt, "{}", t.name);
         let orig = stored(t);
+        if let Target::Packed(f, _) = want {
+            // a product weight: mapped packed panels, products within the format's bound
+            let m = w.linear(t.name, &t.shape).unwrap();
+            assert!(m.is_mapped(), "{} was copied", t.name);
+            assert_eq!(m.format(), Format::Packed(*f));
+            check_products(t, &m.mat());
+            continue;
+        }
         let v = w.vector(t.name, &t.shape).unwrap();
         match want {
             Target::F32 => {
@@ -327,6 +334,7 @@ fn check_loaded(w: &Weights, model: &[(T, Target)]) {
             _ => {}
         }
         if t.shape.len() >= 2 && *want != Target::F32 {
+            // a table: mapped rows
             let m = w.matrix(t.name, &t.shape).unwrap();
             assert!(m.is_mapped(), "{} was copied", t.name);
             let expect_fmt = if *want == Target::Q8 {
@@ -344,7 +352,6 @@ fn check_loaded(w: &Weights, model: &[(T, Target)]) {
                     assert!((a - b).abs() <= 0.5 * step + 1e-7, "{} [{i}]", t.name);
                 }
             }
-            check_products(t, &m.mat());
         }
     }
     // the I64 buffer is copied unchanged
@@ -401,6 +408,7 @@ fn f16_mode_converts_every_matrix_but_codebooks() {
         .map(|(t, want)| {
             let want = match want {
                 Target::Q8 => Target::F16,
+                Q8P => F16P,
                 w => w,
             };
             (t, want)
@@ -410,6 +418,7 @@ fn f16_mode_converts_every_matrix_but_codebooks() {
     o.keep.clear();
     let s = quantize(&o, &mut std::io::sink()).unwrap();
     assert!(!s.counts().contains_key(&Target::Q8));
+    assert!(!s.counts().contains_key(&Q8P));
     let w = Weights::open(&out).unwrap();
     assert_eq!(w.shards()[0].metadata()["dtype"], "f16");
     check_loaded(&w, &model);
@@ -437,7 +446,7 @@ fn refuses_to_overwrite_and_to_reconvert() {
     let w = Weights::open(&out).unwrap();
     assert_eq!(
         w.info("depth_decoder.proj.weight").unwrap().format,
-        TensorFormat::Q8
+        TensorFormat::Packed(PackedFormat::Q8P)
     );
     assert!(partials(&out).is_empty());
 
@@ -477,20 +486,21 @@ fn a_corrupt_source_leaves_no_output() {
 
     // a name clash found after the first shard was written: the partial directory goes too
     std::fs::write(&shard, &bytes).unwrap();
+    // (a Q8 table's scales are a tensor of their own, `NAME.q8_scale`)
     let clash = T {
-        name: "model.lin.weight.q8_scale",
+        name: "model.lin.embed_tokens.weight.q8_scale",
         dtype: "F32",
         shape: vec![2],
         values: vec![1.0, 2.0],
     };
-    let lin = t("model.lin.weight", "F32", &[2, 64], 3);
+    let lin = t("model.lin.embed_tokens.weight", "F32", &[2, 64], 3);
     write_st(&shard, &[&lin, &clash]);
     let ix = src.join("model.safetensors.index.json");
     let mut index: Value = serde_json::from_str(&std::fs::read_to_string(&ix).unwrap()).unwrap();
     let map = index["weight_map"].as_object_mut().unwrap();
     map.retain(|_, v| v != "model-00002-of-00002.safetensors");
     map.insert(
-        "model.lin.weight".into(),
+        "model.lin.embed_tokens.weight".into(),
         json!("model-00002-of-00002.safetensors"),
     );
     map.insert(clash.name.into(), json!("model-00002-of-00002.safetensors"));
@@ -531,18 +541,18 @@ fn cli_end_to_end() {
     let stdout = String::from_utf8_lossy(&r.stdout);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(
-        stdout.contains("model.layers.0.mlp.fc1.weight  F32[48, 64] -> Q8  SNR"),
+        stdout.contains("model.layers.0.mlp.fc1.weight  F32[48, 64] -> Q8P  SNR"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("12 tensors: 3 Q8, 4 F16, 4 F32, 1 copy"),
+        stdout.contains("12 tensors: 1 Q8, 1 F16, 4 F32, 1 copy, 3 F16P, 2 Q8P"),
         "{stdout}"
     );
     assert!(out.join("tokenizer.json").exists());
     let w = Weights::open(&out).unwrap();
     assert_eq!(
         w.info("depth_decoder.proj.weight").unwrap().format,
-        TensorFormat::F16
+        TensorFormat::Packed(PackedFormat::F16P)
     );
 
     // again: refused, clear one-line error, non-zero exit

@@ -8,19 +8,18 @@
 //! `p >= 1` gives the logits of codebook `p` through `codebooks_head[p-1]`.
 //!
 //! `codebooks_head.weight` is stored `[N-1, hidden, vocab]` upstream (the product is
-//! `h @ W[i]`); the kernels read `[rows = vocab, cols = hidden]`. `edgecsm quantize` stores it
-//! transposed (`[N-1, vocab, hidden]`, see [`crate::weights::TRANSPOSED_KEY`]), and the heads
-//! are views of the memory map; an upstream checkpoint's heads are transposed at load time.
+//! `h @ W[i]`); the kernels read `[rows = vocab, cols = hidden]`. `edgecsm quantize` stores the
+//! heads that way, packed ([`Layout::Transposed`]), so they are views of the memory map; an
+//! upstream checkpoint's heads are transposed and packed at load time.
 
 use super::embed::Embeddings;
 use super::generate::{FrameProfile, elapsed_ns};
 use super::llama::{Llama, LlamaConfig, LlamaState};
 use super::sampling::{Sampler, SamplingParams};
-use crate::kernels::matmul::{Mat, matmul};
+use crate::kernels::matmul::matmul;
 use crate::kernels::{Kernels, Pool, QScratch};
-use crate::weights::{WeightMatrix, Weights};
+use crate::weights::{Layout, WeightMatrix, Weights};
 use crate::{Error, Result};
-use half::f16;
 use std::time::Instant;
 
 pub const PREFIX: &str = "depth_decoder.model.";
@@ -61,19 +60,14 @@ impl DepthDecoder {
         }
         let llama = Llama::load(&w.with_prefix(PREFIX), cfg, "depth decoder")?;
         let h = cfg.hidden_size;
-        let proj = w.matrix(PROJECTOR, &[h, backbone_hidden])?;
-        let heads = if w.is_transposed(CODEBOOKS_HEAD) {
-            // converted by `quantize`: already one [vocab, hidden] matrix per codebook
-            let stored = w.matrix(CODEBOOKS_HEAD, &[num_codebooks - 1, vocab, h])?;
-            stored.split(num_codebooks - 1, vocab, h).ok_or_else(|| {
-                Error::bad_tensor(
-                    stored.name(),
-                    "a transposed codebook head must be F16 or F32",
-                )
-            })?
-        } else {
-            transposed_heads(w, num_codebooks, h, vocab)?
-        };
+        let proj = w.linear(PROJECTOR, &[h, backbone_hidden])?;
+        // upstream `[n - 1, hidden, vocab]` (applied as `h @ W[i]`): the kernels read each
+        // head transposed, `[vocab, hidden]`
+        let heads = w.packed_matrices(
+            CODEBOOKS_HEAD,
+            &[num_codebooks - 1, h, vocab],
+            Layout::Transposed,
+        )?;
         Ok(DepthDecoder {
             llama,
             proj,
@@ -258,51 +252,4 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
             "depth decoder: {what} has {got} values, expected {want}"
         )))
     }
-}
-
-/// The heads of an upstream checkpoint (`[n - 1, hidden, vocab]`), each transposed into the
-/// `[vocab, hidden]` rows the kernels read, keeping the stored precision (BF16 becomes F32, Q8
-/// is dequantized to F32). A copy of every head: `quantize` stores them transposed instead.
-fn transposed_heads(
-    w: &Weights,
-    num_codebooks: usize,
-    h: usize,
-    vocab: usize,
-) -> Result<Vec<WeightMatrix>> {
-    let stored = w.matrix(CODEBOOKS_HEAD, &[num_codebooks - 1, h, vocab])?;
-    let name = stored.name().to_string();
-    let m = stored.mat();
-    let mut heads = Vec::with_capacity(num_codebooks - 1);
-    let mut row = Vec::new();
-    for i in 0..num_codebooks - 1 {
-        let hname = format!("{name}[{i}] (transposed)");
-        let t = match m {
-            Mat::F16 { w, .. } => {
-                let src = &w[i * h * vocab..(i + 1) * h * vocab];
-                WeightMatrix::from_f16(hname, vocab, h, transpose(src, h, vocab, f16::ZERO))
-            }
-            Mat::F32 { w, .. } => {
-                let src = &w[i * h * vocab..(i + 1) * h * vocab];
-                WeightMatrix::from_f32(hname, vocab, h, transpose(src, h, vocab, 0.0))
-            }
-            Mat::Q8 { .. } => {
-                row.resize(h * vocab, 0.0);
-                m.row_into(i, &mut row);
-                WeightMatrix::from_f32(hname, vocab, h, transpose(&row, h, vocab, 0.0))
-            }
-        };
-        heads.push(t.ok_or_else(|| Error::bad_tensor(&name, "transposed head size"))?);
-    }
-    Ok(heads)
-}
-
-/// `[rows, cols]` -> `[cols, rows]`.
-fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, zero: T) -> Vec<T> {
-    let mut out = vec![zero; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = src[r * cols + c];
-        }
-    }
-    out
 }

@@ -122,7 +122,7 @@ impl Llama {
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let p = format!("layers.{i}.");
-            let m = |name: &str, shape: &[usize]| w.matrix(&format!("{p}{name}"), shape);
+            let m = |name: &str, shape: &[usize]| w.linear(&format!("{p}{name}"), shape);
             layers.push(Layer {
                 q: m("self_attn.q_proj.weight", &[qd, h])?,
                 k: m("self_attn.k_proj.weight", &[kvd, h])?,

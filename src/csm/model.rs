@@ -166,7 +166,7 @@ impl Csm {
         let h = dims.backbone.hidden_size;
         let embed = Embeddings::load(w, dims.text_vocab, dims.num_codebooks, dims.audio_vocab, h)?;
         let backbone = Llama::load(&w.with_prefix(BACKBONE_PREFIX), &dims.backbone, "backbone")?;
-        let lm_head = w.matrix(LM_HEAD, &[dims.audio_vocab, h])?;
+        let lm_head = w.linear(LM_HEAD, &[dims.audio_vocab, h])?;
         let depth = DepthDecoder::load(w, &dims.depth, h, dims.num_codebooks, dims.audio_vocab)?;
         let codec = match codec {
             Some(cfg) => {

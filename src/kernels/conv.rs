@@ -259,6 +259,7 @@ pub fn conv1d(
                     }
                 }
             }
+            // packed weights are sliced in whole panels: each group's rows start on one
             matmul(k, pool, &w.slice_rows(g * cog, (g + 1) * cog), col, tmp, q);
             for (yrow, trow) in y.chunks_exact_mut(s.c_out).zip(tmp.chunks_exact(cog)) {
                 yrow[g * cog..(g + 1) * cog].copy_from_slice(trow);
@@ -268,16 +269,21 @@ pub fn conv1d(
     add_bias(y, bias, s.c_out, "conv1d");
 }
 
-/// Repacks a dense PyTorch `ConvTranspose1d` weight `[c_in, c_out, k]` into the `[c_out * k,
-/// c_in]` matrix [`conv_transpose1d`] multiplies by (row `o * k + j`, column `i`). Done once at
-/// load time (quantize the result, not the original).
-pub fn repack_conv_transpose(w: &[f32], c_in: usize, c_out: usize, k: usize) -> Vec<f32> {
+/// Rearranges a dense PyTorch `ConvTranspose1d` weight `[c_in, c_out, k]` into the `[c_out *
+/// k, c_in]` matrix [`conv_transpose1d`] multiplies by (row `o * k + j`, column `i`): what
+/// `quantize` stores ([`crate::weights::Layout::ConvTranspose`]).
+pub fn repack_conv_transpose<T: Copy + Default>(
+    w: &[T],
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+) -> Vec<T> {
     assert_eq!(
         w.len(),
         c_in * c_out * k,
         "repack_conv_transpose: weight is not [{c_in}, {c_out}, {k}]"
     );
-    let mut out = vec![0f32; w.len()];
+    let mut out = vec![T::default(); w.len()];
     for i in 0..c_in {
         for o in 0..c_out {
             for j in 0..k {
@@ -367,6 +373,7 @@ pub fn conv_transpose1d(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::packed::pack_float;
     use half::f16;
 
     use crate::kernels::test_rand::rand_vec;
@@ -439,9 +446,10 @@ mod tests {
             ConvShape::new(5, 7, 1, 3),
             ConvShape::new(6, 6, 3, 1).with_groups(6),
             ConvShape::new(6, 6, 4, 2).with_dilation(2).with_groups(6),
-            ConvShape::new(4, 6, 3, 1).with_groups(2),
-            ConvShape::new(6, 4, 2, 2).with_dilation(3).with_groups(2),
-            ConvShape::new(4, 8, 3, 1).with_groups(4),
+            // grouped: each group's rows are whole panels of 8
+            ConvShape::new(4, 16, 3, 1).with_groups(2),
+            ConvShape::new(6, 16, 2, 2).with_dilation(3).with_groups(2),
+            ConvShape::new(4, 32, 3, 1).with_groups(4),
         ];
         for threads in [1, 2] {
             let pool = Pool::new(threads);
@@ -458,13 +466,22 @@ mod tests {
                         assert_eq!(t_out, 0);
                     }
                     let mut y = vec![f32::NAN; t_out * s.c_out];
-                    for bias in [None, Some(&b[..])] {
-                        let want = naive_conv(s, &w, bias, &x);
-                        let m = Mat::F32 {
+                    let packed = pack_float(&w, s.c_out, cols, 0.0);
+                    let m = if s.is_depthwise() {
+                        Mat::F32 {
                             w: &w,
                             rows: s.c_out,
                             cols,
-                        };
+                        }
+                    } else {
+                        Mat::F32P {
+                            w: &packed,
+                            rows: s.c_out,
+                            cols,
+                        }
+                    };
+                    for bias in [None, Some(&b[..])] {
+                        let want = naive_conv(s, &w, bias, &x);
                         conv1d(k, &pool, s, &m, bias, &x, &mut y, &mut scratch);
                         close(&y, &want, 1e-5, &format!("{s:?} t_in {t_in}"));
                     }
@@ -473,8 +490,9 @@ mod tests {
                         let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
                         let wr: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
                         let want = naive_conv(s, &wr, None, &x);
-                        let m = Mat::F16 {
-                            w: &wh,
+                        let hp = pack_float(&wh, s.c_out, cols, f16::ZERO);
+                        let m = Mat::F16P {
+                            w: &hp,
                             rows: s.c_out,
                             cols,
                         };
@@ -514,8 +532,9 @@ mod tests {
                         cols: s.k,
                     }
                 } else {
-                    packed = repack_conv_transpose(&w, s.c_in, s.c_out, s.k);
-                    Mat::F32 {
+                    let r = repack_conv_transpose(&w, s.c_in, s.c_out, s.k);
+                    packed = pack_float(&r, s.c_out * s.k, s.c_in, 0.0);
+                    Mat::F32P {
                         w: &packed,
                         rows: s.c_out * s.k,
                         cols: s.c_in,
@@ -543,8 +562,8 @@ mod tests {
         let k = Kernels::get();
         let pool = Pool::new(1);
         let s = ConvShape::new(2, 2, 3, 1);
-        let w = vec![0.5f32; 12];
-        let m = Mat::F32 {
+        let w = pack_float(&[0.5f32; 12], 2, 6, 0.0);
+        let m = Mat::F32P {
             w: &w,
             rows: 2,
             cols: 6,

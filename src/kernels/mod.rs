@@ -1,9 +1,10 @@
 //! Compute kernels.
 //!
-//! The hot loops (row dot products for f32, f16 and Q8 weights, and the activation quantizer)
-//! live behind one table, [`Kernels`], with a scalar reference ([`scalar`]) and SIMD twins
-//! (`x86` for AVX2/FMA/F16C, `neon` for aarch64, with an `sdot` variant) chosen once at start-up
-//! by CPU feature detection ([`dispatch`]). Everything above that table — threading over output
+//! The hot loops live behind one table, [`Kernels`], chosen once at start-up by CPU feature
+//! detection ([`dispatch`]): a register-tile microkernel per packed weight format ([`packed`]:
+//! F32P, F16P, Q8P, each defined once) registered with its tile shape in [`gemm`], with scalar
+//! references and SIMD twins (AVX2, AVX-512 VNNI, NEON, NEON `sdot`), and the activation
+//! quantizer ([`scalar`], `x86`, `neon`). Everything above that table — threading over output
 //! rows ([`pool`]), matrix-vector and matrix-matrix products ([`matmul`]) and the model building
 //! blocks — is written once on top of it.
 
@@ -11,8 +12,10 @@ pub mod act;
 pub mod attention;
 pub mod conv;
 pub mod dispatch;
+pub mod gemm;
 pub mod matmul;
 pub mod norm;
+pub mod packed;
 pub mod pool;
 pub mod q8;
 pub mod rope;

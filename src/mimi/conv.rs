@@ -17,12 +17,9 @@
 
 use crate::kernels::Kernels;
 use crate::kernels::Pool;
-use crate::kernels::conv::{
-    ConvScratch, ConvShape, conv_transpose1d, conv1d, repack_conv_transpose,
-};
-use crate::weights::{F32Tensor, TensorFormat, WeightMatrix, Weights};
+use crate::kernels::conv::{ConvScratch, ConvShape, conv_transpose1d, conv1d};
+use crate::weights::{F32Tensor, Layout, WeightMatrix, Weights};
 use crate::{Error, Result};
-use half::f16;
 
 /// How the left history (and the right end of a signal) is padded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,12 +58,19 @@ impl ConvState {
 }
 
 impl CausalConv {
-    /// Loads `{name}.weight` (`[c_out, c_in / groups, k]`) and, if `bias`, `{name}.bias`.
+    /// Loads `{name}.weight` (`[c_out, c_in / groups, k]`; packed for the products, or an F32
+    /// table when depthwise) and, if `bias`, `{name}.bias`.
     pub fn load(w: &Weights, name: &str, shape: ConvShape, bias: bool, pad: Pad) -> Result<Self> {
-        let weight = w.matrix(
-            &format!("{name}.weight"),
-            &[shape.c_out, shape.c_in / shape.groups, shape.k],
-        )?;
+        let wname = format!("{name}.weight");
+        let wshape = [shape.c_out, shape.c_in / shape.groups, shape.k];
+        let weight = if shape.is_depthwise() {
+            let full = format!("{}{wname}", w.prefix());
+            let v = w.vector(&wname, &wshape)?.into_vec();
+            WeightMatrix::from_f32(full, shape.c_out, shape.k, v)
+                .expect("[c, 1, k] has c * k values")
+        } else {
+            w.linear(&wname, &wshape)?
+        };
         let b = if bias {
             Some(w.vector(&format!("{name}.bias"), &[shape.c_out])?)
         } else {
@@ -250,24 +254,16 @@ impl ConvTransposeState {
 }
 
 impl CausalConvTranspose {
-    /// Loads a dense `ConvTranspose1d` `{name}.weight` (`[c_in, c_out, k]`, repacked here into
-    /// an owned matrix, F16 if stored as F16 else F32) and, if `bias`, `{name}.bias`.
+    /// Loads a dense `ConvTranspose1d` `{name}.weight` (`[c_in, c_out, k]`, as the packed
+    /// `[c_out * k, c_in]` matrix the product reads: [`Layout::ConvTranspose`]) and, if `bias`,
+    /// `{name}.bias`.
     pub fn load_dense(w: &Weights, name: &str, shape: ConvShape, bias: bool) -> Result<Self> {
         let wname = format!("{name}.weight");
         let (c_in, c_out, k) = (shape.c_in, shape.c_out, shape.k);
-        let stored = w.vector(&wname, &[c_in, c_out, k])?;
-        let packed = repack_conv_transpose(stored.as_slice(), c_in, c_out, k);
-        let f16_source = w
-            .info(&wname)
-            .is_some_and(|i| i.format == TensorFormat::F16);
-        let full = format!("{}{wname}", w.prefix());
-        let mat = if f16_source {
-            let h: Vec<f16> = packed.iter().map(|&v| f16::from_f32(v)).collect();
-            WeightMatrix::from_f16(full, c_out * k, c_in, h)
-        } else {
-            WeightMatrix::from_f32(full, c_out * k, c_in, packed)
-        }
-        .expect("repacked matrix has c_out * k * c_in values");
+        let mat = w
+            .packed_matrices(&wname, &[c_in, c_out, k], Layout::ConvTranspose)?
+            .pop()
+            .ok_or_else(|| Error::bad_tensor(&wname, "no matrix"))?;
         let b = if bias {
             Some(w.vector(&format!("{name}.bias"), &[c_out])?)
         } else {

@@ -22,7 +22,8 @@
 //! result is the codeword the f32 search picks, not an approximation of it.
 
 use super::MimiConfig;
-use crate::kernels::matmul::{QScratch, matmul};
+use crate::kernels::matmul::{Act, Mat, QScratch, matmul, matmul_rows};
+use crate::kernels::packed::{PANEL, pack_float, pack_q8};
 use crate::kernels::pool::SyncPtr;
 use crate::kernels::q8::{QK, blocks, dequantize_row, quantize_weight_row};
 use crate::kernels::{Kernels, Pool};
@@ -52,14 +53,16 @@ const BATCH_BLOCK: usize = 8;
 /// worst case; actual errors are orders of magnitude smaller), and it only ever adds candidates.
 const ROUNDING_SLACK: f32 = 2e-4;
 
-/// One codebook: `[size, dim]` codewords and their squared norms, plus a Q8 copy for the
-/// pre-search with each row's L2 norm and Q8 error norm `||c_j - q8(c_j)||`.
+/// One codebook: `[size, dim]` codewords (row-major for decoding, and packed F32P for the
+/// products) and their squared norms, plus a packed Q8 copy for the pre-search with each row's
+/// L2 norm and Q8 error norm `||c_j - q8(c_j)||`. (Derived from the EMA buffers at load time,
+/// so packing them here copies nothing that was mapped.)
 #[derive(Debug)]
 pub struct Codebook {
     embed: Vec<f32>,
+    packed: Vec<f32>,
     norms: Vec<f32>,
-    q: Vec<i8>,
-    qd: Vec<f16>,
+    q8p: Vec<u8>,
     len: Vec<f32>,
     qerr: Vec<f32>,
     size: usize,
@@ -112,10 +115,10 @@ impl Codebook {
             qerr[j] = l2(row.iter().zip(&back).map(|(&a, &b)| a as f64 - b as f64));
         }
         Codebook {
+            packed: pack_float(&embed, size, dim, 0.0),
+            q8p: pack_q8(&q, &qd, size, dim),
             embed,
             norms,
-            q,
-            qd,
             len,
             qerr,
             size,
@@ -135,6 +138,15 @@ impl Codebook {
         &self.embed[j * self.dim..(j + 1) * self.dim]
     }
 
+    /// The codewords as packed f32 panels.
+    fn mat(&self) -> Mat<'_> {
+        Mat::F32P {
+            w: &self.packed,
+            rows: self.size,
+            cols: self.dim,
+        }
+    }
+
     /// The lowest f32 score `norm_j - 2 * dot(c_j, x)` over rows `lo..hi` (ties to the lower
     /// index; `(inf, lo)` if no score is below infinity), as the plain f32 search would find
     /// it, reading the Q8 copy and re-scoring few rows. `dots` holds `hi - lo` values.
@@ -144,7 +156,9 @@ impl Codebook {
     /// f32 rounding of both scores gives a bound `m_j` with `|score_j - qscore_j| <= m_j`. The
     /// f32 minimum is at most `u = min_j (qscore_j + m_j)`, so only rows with
     /// `qscore_j - m_j <= u` can hold it, and those are re-scored exactly in f32 (one row at a
-    /// time through the same kernel, so each score is the one the full product gives).
+    /// panel at a time through the same kernel: each lane is one row computed alone, so each
+    /// score is the one the full product gives). `lo` and `hi` are multiples of 8 (or `hi` is
+    /// the size).
     fn search(
         &self,
         k: &Kernels,
@@ -153,22 +167,18 @@ impl Codebook {
         x: &Query,
         dots: &mut [f32],
     ) -> (f32, usize) {
-        let (n, d, nb) = (hi - lo, self.dim, blocks(self.dim));
+        let (n, d) = (hi - lo, self.dim);
         let dots = &mut dots[..n];
         if n == 0 {
             return (f32::INFINITY, lo);
         }
-        k.gemm_q8(
-            &self.q[lo * nb * QK..hi * nb * QK],
-            &self.qd[lo * nb..hi * nb],
-            x.xq,
-            x.xd,
-            n,
-            nb,
-            1,
-            dots,
-            n,
-        );
+        let q8 = Mat::Q8P {
+            w: &self.q8p,
+            rows: self.size,
+            cols: d,
+        };
+        let act = Act::Q8 { xq: x.xq, xd: x.xd };
+        matmul_rows(k, &q8, lo, hi, act, 1, dots);
         let a = 2.0 * (x.qerr + ROUNDING_SLACK * x.norm);
         let b = 2.0 * (x.qerr + x.norm);
         let mut upper = f32::INFINITY;
@@ -185,12 +195,26 @@ impl Codebook {
             *dv = s - m;
         }
         let mut best = (f32::INFINITY, lo);
-        let mut one = [0f32];
+        let mut panel = [0f32; PANEL];
+        let mut done = usize::MAX;
         for (j, &low) in dots.iter().enumerate() {
             if low <= upper {
                 let r = lo + j;
-                k.gemm_f32(&self.embed[r * d..(r + 1) * d], x.x, 1, d, 1, &mut one, 1);
-                let s = self.norms[r] - 2.0 * one[0];
+                let p0 = r / PANEL * PANEL;
+                let p1 = (p0 + PANEL).min(self.size);
+                if done != p0 {
+                    matmul_rows(
+                        k,
+                        &self.mat(),
+                        p0,
+                        p1,
+                        Act::F32(x.x),
+                        1,
+                        &mut panel[..p1 - p0],
+                    );
+                    done = p0;
+                }
+                let s = self.norms[r] - 2.0 * panel[r - p0];
                 if s < best.0 {
                     best = (s, r);
                 }
@@ -234,8 +258,8 @@ impl Group {
         );
         let (input_proj, output_proj) = if cfg.has_quantizer_projections() {
             (
-                Some(w.matrix(&format!("{name}.input_proj.weight"), &[d, h, 1])?),
-                Some(w.matrix(&format!("{name}.output_proj.weight"), &[h, d, 1])?),
+                Some(w.linear(&format!("{name}.input_proj.weight"), &[d, h, 1])?),
+                Some(w.linear(&format!("{name}.output_proj.weight"), &[h, d, 1])?),
             )
         } else {
             (None, None)
@@ -484,7 +508,7 @@ impl SplitRvq {
                     let nf = r.len() / d;
                     let mut dots = vec![0f32; nf * self.codebook_size];
                     for (l, book) in g.books[..levels].iter().enumerate() {
-                        k.gemm_f32(&book.embed, r, book.size, d, nf, &mut dots, book.size);
+                        matmul_rows(k, &book.mat(), 0, book.size, Act::F32(r), nf, &mut dots);
                         for (t, row) in dots.chunks_exact(book.size).enumerate() {
                             let (_, j) = book.argmin(0, row);
                             c[t * n_q + first + l] = j as u32;
@@ -672,7 +696,7 @@ mod tests {
                     *xv = *xv * 1e-3 + c * scale;
                 }
             }
-            k.gemm_f32(&book.embed, &x, size, dim, 1, &mut dots, size);
+            matmul_rows(k, &book.mat(), 0, size, Act::F32(&x), 1, &mut dots);
             let want = book.argmin(0, &dots);
             k.quantize_q8(&x, &mut xq, &mut xd);
             let q = Query {
@@ -689,16 +713,16 @@ mod tests {
             let got = book.search(k, 0, size, &q, &mut dots);
             assert_eq!(got.1, want.1, "case {case}");
             assert_eq!(got.0.to_bits(), want.0.to_bits(), "case {case}: score");
-            // a sub-range search is the sub-range argmin
-            let (lo, hi) = (37, 211);
-            k.gemm_f32(
-                &book.embed[lo * dim..hi * dim],
-                &x,
-                hi - lo,
-                dim,
+            // a sub-range search (whole panels) is the sub-range argmin
+            let (lo, hi) = (40, 208);
+            matmul_rows(
+                k,
+                &book.mat(),
+                lo,
+                hi,
+                Act::F32(&x),
                 1,
-                &mut dots,
-                hi - lo,
+                &mut dots[..hi - lo],
             );
             let want = book.argmin(lo, &dots[..hi - lo]);
             assert_eq!(book.search(k, lo, hi, &q, &mut dots), want, "case {case}");

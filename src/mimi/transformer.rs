@@ -88,7 +88,7 @@ impl Transformer {
             .map(|l| {
                 let p = format!("{prefix}.layers.{l}");
                 let vec = |n: &str| w.vector(&format!("{p}.{n}"), &[h]);
-                let mat = |n: &str, r: usize, c: usize| w.matrix(&format!("{p}.{n}"), &[r, c]);
+                let mat = |n: &str, r: usize, c: usize| w.linear(&format!("{p}.{n}"), &[r, c]);
                 Ok(Layer {
                     ln1_w: vec("input_layernorm.weight")?,
                     ln1_b: vec("input_layernorm.bias")?,

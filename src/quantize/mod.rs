@@ -101,6 +101,7 @@ pub fn quantize(opts: &Options, log: &mut dyn Write) -> Result<Summary> {
         armed: true,
     };
 
+    let roles = policy::Roles::of_model_dir(model);
     let mut summary = Summary::default();
     let mut weight_map = BTreeMap::new();
     let mut shard_files = Vec::new();
@@ -110,7 +111,13 @@ pub fn quantize(opts: &Options, log: &mut dyn Write) -> Result<Summary> {
             .file_name()
             .ok_or_else(|| Error::Invalid(format!("{}: no file name", shard.path().display())))?;
         shard_files.push(shard.path().to_path_buf());
-        let done = shard::convert_shard(shard, &partial.join(file_name), opts.mode, &opts.keep)?;
+        let done = shard::convert_shard(
+            shard,
+            &partial.join(file_name),
+            opts.mode,
+            &opts.keep,
+            &roles,
+        )?;
         for r in &done.reports {
             writeln!(log, "{r}").map_err(|e| Error::io("<log>", e))?;
         }

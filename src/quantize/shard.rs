@@ -1,13 +1,14 @@
 //! Converting one safetensors shard into its output file, tensor by tensor and row by row, so
 //! memory stays bounded by one row of the largest tensor.
 
-use super::policy::{Mode, Target, plan, stored_transposed};
+use super::policy::{Mode, Roles, Target, plan};
 use super::report::{SnrAcc, TensorReport};
 use super::writer::{OutTensor, StreamWriter};
-use crate::kernels::q8::{QK, blocks, dequantize_row, quantize_weight_row};
+use crate::kernels::packed::{self, PackedFormat};
+use crate::kernels::q8::{QK, blocks, dequantize_row, quantize_matrix, quantize_weight_row};
 use crate::weights::{
-    Dtype, FORMAT_EDGECSM, FORMAT_KEY, FORMAT_VERSION, FORMAT_VERSION_KEY, Q8_SHAPES_KEY,
-    SafetensorsFile, TRANSPOSED_KEY, decode_f32, float_size, scale_name,
+    Dtype, FORMAT_EDGECSM, FORMAT_KEY, FORMAT_VERSION, FORMAT_VERSION_KEY, PACKED_KEY, PackedInfo,
+    Q8_SHAPES_KEY, SafetensorsFile, decode_f32, float_size, scale_name,
 };
 use crate::{Error, Result};
 use half::f16;
@@ -47,16 +48,17 @@ pub fn convert_shard(
     dst: &Path,
     mode: Mode,
     keep: &[String],
+    roles: &Roles,
 ) -> Result<ShardOutput> {
     let names: Vec<String> = src.names().map(str::to_string).collect();
     let mut outs = Vec::new();
     let mut jobs: HashMap<String, (usize, Part)> = HashMap::new();
     let mut targets = Vec::with_capacity(names.len());
     let mut q8_shapes = BTreeMap::new();
-    let mut transposed = Vec::new();
+    let mut packed_infos = BTreeMap::new();
     for (i, name) in names.iter().enumerate() {
         let Some(t) = src.get(name) else { continue };
-        let target = plan(mode, name, t.dtype, &t.shape, keep);
+        let target = plan(mode, name, t.dtype, &t.shape, keep, roles);
         targets.push(target);
         let mut add = |name: String, dtype: Dtype, shape: Vec<usize>, part: Part| {
             jobs.insert(name.clone(), (i, part));
@@ -70,19 +72,29 @@ pub fn convert_shard(
                 add(scale_name(name), Dtype::F16, vec![rows, nb], Part::Q8Scales);
                 q8_shapes.insert(name.clone(), t.shape.clone());
             }
-            Target::F16 | Target::F32 => {
-                let mut shape = t.shape.clone();
-                if stored_transposed(name, &shape, target) {
-                    let r = shape.len();
-                    shape.swap(r - 2, r - 1);
-                    transposed.push(name.clone());
-                }
-                let dtype = if target == Target::F16 {
-                    Dtype::F16
-                } else {
-                    Dtype::F32
+            Target::F16 => add(name.clone(), Dtype::F16, t.shape.clone(), Part::Whole),
+            Target::F32 => add(name.clone(), Dtype::F32, t.shape.clone(), Part::Whole),
+            Target::Packed(format, layout) => {
+                let len = packed_len(format, layout, &t.shape).ok_or_else(|| {
+                    Error::bad_tensor(
+                        name,
+                        format!("shape {:?} cannot be packed as {layout:?}", t.shape),
+                    )
+                })?;
+                let dtype = match format {
+                    PackedFormat::F32P => Dtype::F32,
+                    PackedFormat::F16P => Dtype::F16,
+                    PackedFormat::Q8P => Dtype::U8,
                 };
-                add(name.clone(), dtype, shape, Part::Whole)
+                packed_infos.insert(
+                    name.clone(),
+                    PackedInfo {
+                        format: format.name().to_string(),
+                        layout,
+                        shape: t.shape.clone(),
+                    },
+                );
+                add(name.clone(), dtype, vec![len], Part::Whole)
             }
             Target::Copy => add(name.clone(), t.dtype, t.shape.clone(), Part::Whole),
         }
@@ -107,10 +119,10 @@ pub fn convert_shard(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
     meta.insert("source_file".into(), file_name.unwrap_or_default());
-    if !transposed.is_empty() {
-        let text = serde_json::to_string(&transposed)
-            .map_err(|e| Error::Invalid(format!("transposed tensors: {e}")))?;
-        meta.insert(TRANSPOSED_KEY.into(), text);
+    if !packed_infos.is_empty() {
+        let text = serde_json::to_string(&packed_infos)
+            .map_err(|e| Error::Invalid(format!("packed tensors: {e}")))?;
+        meta.insert(PACKED_KEY.into(), text);
     }
     if !q8_shapes.is_empty() {
         let text = serde_json::to_string(&q8_shapes)
@@ -133,20 +145,18 @@ pub fn convert_shard(
         let bytes = src.data(t);
         let (rows, cols) = row_split(&t.shape);
         let bad = || Error::bad_tensor(&names[i], "stored data does not match its dtype");
-        if transposed.contains(&names[i]) {
-            let (r, c) = (t.shape[t.shape.len() - 2], t.shape[t.shape.len() - 1]);
+        if let Target::Packed(format, layout) = targets[i] {
             let size = float_size(t.dtype).ok_or_else(bad)?;
-            for slab in bytes.chunks_exact((r * c * size).max(1)) {
-                bufs.slab.resize(r * c, 0.0);
-                decode_f32(t.dtype, slab, &mut bufs.slab)
-                    .then_some(())
-                    .ok_or_else(bad)?;
-                for j in 0..c {
-                    bufs.x.clear();
-                    bufs.x.extend((0..r).map(|i| bufs.slab[i * c + j]));
-                    let out = bufs.convert(targets[i], part, &mut snr[i]);
-                    w.write(out)?;
-                }
+            let n: usize = t.shape.iter().product();
+            bufs.slab.resize(n, 0.0);
+            if bytes.len() != n * size || !decode_f32(t.dtype, bytes, &mut bufs.slab) {
+                return Err(bad());
+            }
+            let arranged = layout.arrange(&t.shape, &bufs.slab);
+            let (count, rows, cols) = layout.matrices(&t.shape).ok_or_else(bad)?;
+            for m in arranged.chunks_exact((rows * cols).max(1)).take(count) {
+                let out = bufs.pack(format, m, rows, cols, &mut snr[i]);
+                w.write(out)?;
             }
             continue;
         }
@@ -176,7 +186,11 @@ pub fn convert_shard(
     for (i, name) in names.iter().enumerate() {
         let Some(t) = src.get(name) else { continue };
         let target = targets[i];
-        let lossy = target == Target::Q8 || (target == Target::F16 && t.dtype != Dtype::F16);
+        let lossy = match target {
+            Target::Q8 | Target::Packed(PackedFormat::Q8P, _) => true,
+            Target::F16 | Target::Packed(PackedFormat::F16P, _) => t.dtype != Dtype::F16,
+            _ => false,
+        };
         let bytes_in = t.range.len();
         let (rows, cols) = row_split(&t.shape);
         let bytes_out = match target {
@@ -184,6 +198,10 @@ pub fn convert_shard(
             Target::F16 => rows * cols * 2,
             Target::F32 => rows * cols * 4,
             Target::Copy => bytes_in,
+            Target::Packed(format, layout) => {
+                let (count, r, c) = layout.matrices(&t.shape).unwrap_or((0, 0, 0));
+                count * format.bytes(r, c)
+            }
         };
         data_bytes_in += bytes_in as u64;
         reports.push(TensorReport {
@@ -207,7 +225,7 @@ pub fn convert_shard(
 /// Per-row working buffers, grown to the widest row once and reused.
 #[derive(Default)]
 struct RowBufs {
-    /// One `[rows, cols]` slab of a tensor written transposed.
+    /// A whole tensor being packed.
     slab: Vec<f32>,
     x: Vec<f32>,
     y: Vec<f32>,
@@ -221,6 +239,46 @@ impl RowBufs {
     fn load(&mut self, dtype: Dtype, row: &[u8], cols: usize) -> bool {
         self.x.resize(cols, 0.0);
         decode_f32(dtype, row, &mut self.x)
+    }
+
+    /// Packs one row-major matrix `m` (`[rows, cols]`) into `format`, accumulating its
+    /// reconstruction error; returns the bytes.
+    fn pack(
+        &mut self,
+        format: PackedFormat,
+        m: &[f32],
+        rows: usize,
+        cols: usize,
+        snr: &mut SnrAcc,
+    ) -> &[u8] {
+        self.out.clear();
+        match format {
+            PackedFormat::F32P => {
+                for v in packed::pack_float(m, rows, cols, 0.0) {
+                    self.out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            PackedFormat::F16P => {
+                let h: Vec<f16> = m.iter().map(|&v| f16::from_f32(v)).collect();
+                self.y.clear();
+                self.y.extend(h.iter().map(|v| v.to_f32()));
+                snr.add(m, &self.y);
+                for v in packed::pack_float(&h, rows, cols, f16::ZERO) {
+                    self.out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            PackedFormat::Q8P => {
+                let (q, d) = quantize_matrix(m, rows, cols);
+                let nb = blocks(cols);
+                self.y.resize(cols, 0.0);
+                for r in 0..rows {
+                    dequantize_row(&q[r * nb * QK..], &d[r * nb..(r + 1) * nb], &mut self.y);
+                    snr.add(&m[r * cols..(r + 1) * cols], &self.y);
+                }
+                self.out = packed::pack_q8(&q, &d, rows, cols);
+            }
+        }
+        &self.out
     }
 
     /// Encodes the loaded row as `part` of `target`, accumulating the reconstruction error
@@ -262,6 +320,16 @@ impl RowBufs {
         }
         &self.out
     }
+}
+
+/// Elements of the packed tensor for `shape` under `layout`.
+fn packed_len(
+    format: PackedFormat,
+    layout: crate::weights::Layout,
+    shape: &[usize],
+) -> Option<usize> {
+    let (count, rows, cols) = layout.matrices(shape)?;
+    count.checked_mul(format.len(rows, cols))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -30,12 +30,14 @@ pub use file::{SafetensorsFile, StoredTensor};
 pub use safetensors::Dtype;
 pub use tensor::{F32Tensor, WeightMatrix};
 
+use crate::kernels::packed::{self, PackedFormat};
 use crate::kernels::q8::{QK, blocks};
 use crate::{Error, Result};
+use half::f16;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use tensor::Store;
+use tensor::{PackedStore, Store};
 
 /// Suffix of the scale tensor that goes with a Q8 tensor.
 pub const Q8_SCALE_SUFFIX: &str = ".q8_scale";
@@ -53,10 +55,74 @@ pub const FORMAT_VERSION_KEY: &str = "edgecsm_version";
 /// 1: Q8 blocks + F16, every tensor in its upstream layout.
 /// 2: as 1, and `depth_decoder.codebooks_head.weight` stored transposed (`[n, vocab, hidden]`,
 ///    the rows the kernels read), so loading it is a memory map instead of a copy.
-pub const FORMAT_VERSION: u32 = 2;
-/// Metadata key holding a JSON array of the tensors stored with their last two dimensions
-/// swapped relative to the upstream checkpoint.
-pub const TRANSPOSED_KEY: &str = "edgecsm_transposed";
+/// 3: every matrix the kernels multiply by stored packed in panels of 8 rows (F32P, F16P, Q8P;
+///    see [`crate::kernels::packed`] and [`PACKED_KEY`]), conv-transposes and the codebook
+///    heads in the arrangement the kernels read ([`Layout`]); tensors start on 64-byte
+///    boundaries. Tables read a row at a time (embeddings) stay row-major.
+pub const FORMAT_VERSION: u32 = 3;
+/// Metadata key holding a JSON object `{name: PackedInfo}` for the tensors stored packed.
+pub const PACKED_KEY: &str = "edgecsm_packed";
+
+/// How the matrices the kernels multiply by are made from an upstream tensor of shape `shape`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// One matrix `[shape[0], product of the rest]` (linear layers, conv weights
+    /// `[out, in, k]` as `[out, in * k]`).
+    Rows,
+    /// `shape = [n, a, b]`: `n` matrices `[b, a]`, each the transpose of a slice (CSM's
+    /// `codebooks_head`, applied as `h @ W[i]`).
+    Transposed,
+    /// `shape = [in, out, k]` (`ConvTranspose1d`): one matrix `[out * k, in]`, row `o * k + j`
+    /// column `i` = `w[i, o, j]` (see [`crate::kernels::conv::repack_conv_transpose`]).
+    ConvTranspose,
+}
+
+impl Layout {
+    /// `(count, rows, cols)` of the matrices made from `shape`.
+    pub fn matrices(self, shape: &[usize]) -> Option<(usize, usize, usize)> {
+        let prod = |s: &[usize]| s.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        match (self, shape) {
+            (Layout::Rows, [rows, rest @ ..]) => Some((1, *rows, prod(rest)?)),
+            (Layout::Transposed, [n, a, b]) => Some((*n, *b, *a)),
+            (Layout::Transposed, [a, b]) => Some((1, *b, *a)),
+            (Layout::ConvTranspose, [i, o, k]) => Some((1, o.checked_mul(*k)?, *i)),
+            _ => None,
+        }
+    }
+
+    /// Row-major matrices (`count * rows * cols` values) from the upstream values.
+    pub fn arrange<T: Copy + Default>(self, shape: &[usize], v: &[T]) -> Vec<T> {
+        match (self, shape) {
+            (Layout::Rows, _) => v.to_vec(),
+            (Layout::Transposed, _) => {
+                let (n, rows, cols) = self.matrices(shape).unwrap_or((0, 0, 0));
+                let mut out = Vec::with_capacity(v.len());
+                for m in 0..n {
+                    let src = &v[m * rows * cols..(m + 1) * rows * cols];
+                    out.extend((0..rows * cols).map(|e| src[(e % cols) * rows + e / cols]));
+                }
+                out
+            }
+            (Layout::ConvTranspose, &[i, o, k]) => {
+                crate::kernels::conv::repack_conv_transpose(v, i, o, k)
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What the `edgecsm_packed` metadata records for a packed tensor: its format, the layout of
+/// its matrices and the upstream shape they were made from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackedInfo {
+    pub format: String,
+    pub layout: Layout,
+    pub shape: Vec<usize>,
+}
 
 /// How a tensor is stored, as the loader sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +132,9 @@ pub enum TensorFormat {
     BF16,
     /// int8 blocks + f16 scales (the tensor and its `.q8_scale` companion).
     Q8,
+    /// Packed for the kernels (see [`PACKED_KEY`]); read with [`Weights::linear`] or
+    /// [`Weights::packed_matrices`].
+    Packed(PackedFormat),
     /// Any other safetensors dtype (not readable as weights).
     Other(Dtype),
 }
@@ -87,8 +156,8 @@ struct Inner {
     index: HashMap<String, usize>,
     /// Logical shapes of Q8 tensors recorded in the files' metadata.
     q8_shapes: HashMap<String, Vec<usize>>,
-    /// Tensors stored with their last two dimensions swapped (files' metadata).
-    transposed: std::collections::HashSet<String>,
+    /// Tensors stored packed (files' metadata).
+    packed: HashMap<String, PackedInfo>,
 }
 
 /// An open model: every shard mapped, every header validated. Cheap to clone (shared).
@@ -108,16 +177,16 @@ impl Weights {
         }
         let mut index = HashMap::new();
         let mut q8_shapes = HashMap::new();
-        let mut transposed = std::collections::HashSet::new();
+        let mut packed = HashMap::new();
         for (i, shard) in shards.iter().enumerate() {
             check_format(shard)?;
-            if let Some(text) = shard.metadata().get(TRANSPOSED_KEY) {
-                let names: Vec<String> =
+            if let Some(text) = shard.metadata().get(PACKED_KEY) {
+                let infos: HashMap<String, PackedInfo> =
                     serde_json::from_str(text).map_err(|e| Error::BadFile {
                         path: shard.path().to_path_buf(),
-                        msg: format!("bad `{TRANSPOSED_KEY}` metadata: {e}"),
+                        msg: format!("bad `{PACKED_KEY}` metadata: {e}"),
                     })?;
-                transposed.extend(names);
+                packed.extend(infos);
             }
             for name in shard.names() {
                 if let Some(prev) = index.insert(name.to_string(), i) {
@@ -156,7 +225,7 @@ impl Weights {
                 shards,
                 index,
                 q8_shapes,
-                transposed,
+                packed,
             }),
             prefix: String::new(),
         })
@@ -199,10 +268,136 @@ impl Weights {
         v
     }
 
-    /// Whether tensor `name` (under the prefix) is stored with its last two dimensions swapped
-    /// (see [`TRANSPOSED_KEY`]): its stored shape is then the swapped one.
-    pub fn is_transposed(&self, name: &str) -> bool {
-        self.inner.transposed.contains(&self.full(name))
+    /// The packing of tensor `name` (under the prefix), when the file stores it packed.
+    pub fn packed_info(&self, name: &str) -> Option<&PackedInfo> {
+        self.inner.packed.get(&self.full(name))
+    }
+
+    /// The matrix of a linear layer or conv, `[shape[0], product of the rest]`, packed: see
+    /// [`Weights::packed_matrices`] ([`Layout::Rows`]).
+    pub fn linear(&self, name: &str, shape: &[usize]) -> Result<WeightMatrix> {
+        let mut v = self.packed_matrices(name, shape, Layout::Rows)?;
+        v.pop()
+            .ok_or_else(|| Error::bad_tensor(self.full(name), "no matrix"))
+    }
+
+    /// The matrices the kernels multiply by, made from tensor `name` of upstream shape `shape`
+    /// with `layout` (see [`Layout`]), packed ([`crate::kernels::packed`]): a view of the map
+    /// when the file stores them packed (what `edgecsm quantize` writes), else packed here from
+    /// the stored values (a copy; F16 tensors become F16P, every other float F32P).
+    pub fn packed_matrices(
+        &self,
+        name: &str,
+        shape: &[usize],
+        layout: Layout,
+    ) -> Result<Vec<WeightMatrix>> {
+        let full = self.full(name);
+        let (count, rows, cols) = layout
+            .matrices(shape)
+            .filter(|&(n, r, c)| n.checked_mul(r).and_then(|v| v.checked_mul(c)).is_some())
+            .ok_or_else(|| {
+                Error::bad_tensor(
+                    &full,
+                    format!("shape {shape:?} does not fit layout {layout:?}"),
+                )
+            })?;
+        let Some(info) = self.inner.packed.get(&full) else {
+            return self.pack_here(&full, name, shape, layout, count, rows, cols);
+        };
+        if info.layout != layout || info.shape != shape {
+            return Err(Error::bad_tensor(
+                &full,
+                format!(
+                    "expected shape {shape:?} as {layout:?}, found {:?} as {:?} (packed)",
+                    info.shape, info.layout
+                ),
+            ));
+        }
+        let format = PackedFormat::ALL
+            .into_iter()
+            .find(|f| f.name() == info.format)
+            .ok_or_else(|| {
+                Error::bad_tensor(&full, format!("unknown packed format `{}`", info.format))
+            })?;
+        let (file, t) = self.find(&full)?;
+        let (want_dtype, size) = match format {
+            PackedFormat::F32P => (Dtype::F32, 4),
+            PackedFormat::F16P => (Dtype::F16, 2),
+            PackedFormat::Q8P => (Dtype::U8, 1),
+        };
+        let each = format.len(rows, cols);
+        if t.dtype != want_dtype || t.range.len() != count * each * size {
+            return Err(Error::bad_tensor(
+                &full,
+                format!(
+                    "packed {} of {count} x [{rows}, {cols}] needs {} bytes of {want_dtype:?}, \
+                     found {} bytes of {:?}",
+                    info.format,
+                    count * each * size,
+                    t.range.len(),
+                    t.dtype
+                ),
+            ));
+        }
+        (0..count)
+            .map(|m| {
+                let r = t.range.start + m * each * size..t.range.start + (m + 1) * each * size;
+                let mname = if count == 1 {
+                    full.clone()
+                } else {
+                    format!("{full}[{m}]")
+                };
+                let misaligned =
+                    || Error::bad_tensor(&full, "packed data is misaligned in the file");
+                let data = match format {
+                    PackedFormat::F32P => {
+                        PackedStore::F32(Store::mapped(file.map(), r).ok_or_else(misaligned)?)
+                    }
+                    PackedFormat::F16P => {
+                        PackedStore::F16(Store::mapped(file.map(), r).ok_or_else(misaligned)?)
+                    }
+                    PackedFormat::Q8P => {
+                        PackedStore::Q8(Store::mapped(file.map(), r).ok_or_else(misaligned)?)
+                    }
+                };
+                Ok(WeightMatrix::packed(mname, rows, cols, data))
+            })
+            .collect()
+    }
+
+    /// [`Weights::linear`] of a tensor stored unpacked: read, arranged and packed here.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_here(
+        &self,
+        full: &str,
+        name: &str,
+        shape: &[usize],
+        layout: Layout,
+        count: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<WeightMatrix>> {
+        let info = self.require_info(name)?;
+        let values = self.vector(name, shape)?;
+        let arranged = layout.arrange(shape, values.as_slice());
+        let each = rows * cols;
+        (0..count)
+            .map(|m| {
+                let src = &arranged[m * each..(m + 1) * each];
+                let mname = if count == 1 {
+                    full.to_string()
+                } else {
+                    format!("{full}[{m}]")
+                };
+                let data = if info.format == TensorFormat::F16 {
+                    let h: Vec<f16> = src.iter().map(|&v| f16::from_f32(v)).collect();
+                    PackedStore::F16(Store::Owned(packed::pack_float(&h, rows, cols, f16::ZERO)))
+                } else {
+                    PackedStore::F32(Store::Owned(packed::pack_float(src, rows, cols, 0.0)))
+                };
+                Ok(WeightMatrix::packed(mname, rows, cols, data))
+            })
+            .collect()
     }
 
     /// Whether tensor `name` (under the prefix) is stored.
@@ -214,6 +409,16 @@ impl Weights {
     pub fn info(&self, name: &str) -> Option<TensorInfo> {
         let full = self.full(name);
         let (_, t) = self.find(&full).ok()?;
+        if let Some(p) = self.inner.packed.get(&full) {
+            let format = PackedFormat::ALL
+                .into_iter()
+                .find(|f| f.name() == p.format)
+                .map_or(TensorFormat::Other(t.dtype), TensorFormat::Packed);
+            return Some(TensorInfo {
+                format,
+                shape: p.shape.clone(),
+            });
+        }
         let format = match t.dtype {
             Dtype::F32 => TensorFormat::F32,
             Dtype::F16 => TensorFormat::F16,
@@ -226,6 +431,17 @@ impl Weights {
             _ => t.shape.clone(),
         };
         Some(TensorInfo { format, shape })
+    }
+
+    /// Bytes tensor `name` takes in its file (a Q8 tensor's scales included).
+    pub fn stored_bytes(&self, name: &str) -> usize {
+        let full = self.full(name);
+        let bytes = |n: &str| self.find(n).map_or(0, |(_, t)| t.range.len());
+        match self.info(name).map(|i| i.format) {
+            Some(TensorFormat::Q8) => bytes(&full) + bytes(&scale_name(&full)),
+            Some(_) => bytes(&full),
+            None => 0,
+        }
     }
 
     /// Like [`Weights::info`] but a missing tensor is an error naming it.

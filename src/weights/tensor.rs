@@ -5,6 +5,7 @@
 
 use crate::kernels::Mat;
 use crate::kernels::matmul::Format;
+use crate::kernels::packed::PackedFormat;
 use half::f16;
 use memmap2::Mmap;
 use std::ops::Range;
@@ -22,6 +23,8 @@ unsafe impl Plain for f32 {}
 unsafe impl Plain for f16 {}
 // SAFETY: as above.
 unsafe impl Plain for i8 {}
+// SAFETY: as above.
+unsafe impl Plain for u8 {}
 
 /// A slice of `T` that lives either in the memory map or in an owned buffer.
 #[derive(Clone, Debug)]
@@ -71,21 +74,14 @@ impl<T: Plain> Store<T> {
     pub(crate) fn is_mapped(&self) -> bool {
         matches!(self, Store::Mapped { .. })
     }
+}
 
-    /// Elements `r` of the slice as a store of its own: a narrower range of the same map, or
-    /// a copy of an owned buffer.
-    fn sub(&self, r: Range<usize>) -> Self {
-        match self {
-            Store::Mapped { map, range } => {
-                let size = std::mem::size_of::<T>();
-                Store::Mapped {
-                    map: Arc::clone(map),
-                    range: range.start + r.start * size..range.start + r.end * size,
-                }
-            }
-            Store::Owned(v) => Store::Owned(v[r].to_vec()),
-        }
-    }
+/// The data of a packed matrix, by element type.
+#[derive(Clone, Debug)]
+pub(crate) enum PackedStore {
+    F32(Store<f32>),
+    F16(Store<f16>),
+    Q8(Store<u8>),
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +89,9 @@ enum MatData {
     F32(Store<f32>),
     F16(Store<f16>),
     Q8 { q: Store<i8>, d: Store<f16> },
+    F32P(Store<f32>),
+    F16P(Store<f16>),
+    Q8P(Store<u8>),
 }
 
 /// A weight matrix `[rows, cols]` in a kernel format, owning its data (or a share of the map).
@@ -178,6 +177,21 @@ impl WeightMatrix {
                 rows,
                 cols,
             },
+            MatData::F32P(w) => Mat::F32P {
+                w: w.as_slice(),
+                rows,
+                cols,
+            },
+            MatData::F16P(w) => Mat::F16P {
+                w: w.as_slice(),
+                rows,
+                cols,
+            },
+            MatData::Q8P(w) => Mat::Q8P {
+                w: w.as_slice(),
+                rows,
+                cols,
+            },
         }
     }
 
@@ -196,33 +210,26 @@ impl WeightMatrix {
             MatData::F32(_) => Format::F32,
             MatData::F16(_) => Format::F16,
             MatData::Q8 { .. } => Format::Q8,
+            MatData::F32P(_) => Format::Packed(PackedFormat::F32P),
+            MatData::F16P(_) => Format::Packed(PackedFormat::F16P),
+            MatData::Q8P(_) => Format::Packed(PackedFormat::Q8P),
         }
     }
 
-    /// The data viewed as `parts` consecutive `[rows, cols]` matrices, named `NAME[i]`: zero-copy
-    /// for mapped F32/F16 data. None for Q8 (its blocks follow the stored rows) or when the
-    /// sizes do not match.
-    pub fn split(&self, parts: usize, rows: usize, cols: usize) -> Option<Vec<WeightMatrix>> {
-        let n = rows.checked_mul(cols)?;
-        if parts.checked_mul(n)? != self.rows * self.cols {
-            return None;
+    /// A packed matrix (`format.len(rows, cols)` elements of its type in `data`, checked by
+    /// the caller).
+    pub(crate) fn packed(name: String, rows: usize, cols: usize, data: PackedStore) -> Self {
+        let data = match data {
+            PackedStore::F32(w) => MatData::F32P(w),
+            PackedStore::F16(w) => MatData::F16P(w),
+            PackedStore::Q8(w) => MatData::Q8P(w),
+        };
+        WeightMatrix {
+            name,
+            rows,
+            cols,
+            data,
         }
-        (0..parts)
-            .map(|i| {
-                let r = i * n..(i + 1) * n;
-                let data = match &self.data {
-                    MatData::F32(w) => MatData::F32(w.sub(r)),
-                    MatData::F16(w) => MatData::F16(w.sub(r)),
-                    MatData::Q8 { .. } => return None,
-                };
-                Some(WeightMatrix {
-                    name: format!("{}[{i}]", self.name),
-                    rows,
-                    cols,
-                    data,
-                })
-            })
-            .collect()
     }
 
     /// True when every part of the matrix is read straight from the memory map (no copy).
@@ -231,6 +238,9 @@ impl WeightMatrix {
             MatData::F32(w) => w.is_mapped(),
             MatData::F16(w) => w.is_mapped(),
             MatData::Q8 { q, d } => q.is_mapped() && d.is_mapped(),
+            MatData::F32P(w) => w.is_mapped(),
+            MatData::F16P(w) => w.is_mapped(),
+            MatData::Q8P(w) => w.is_mapped(),
         }
     }
 }
