@@ -45,4 +45,4 @@ if newer "$newest" "$floor"; then
     done
     fail "needs GLIBC_$newest, newer than the floor $floor"
 fi
-echo "check-binary: $bin: $machine, dynamic ($interp), needs $(echo $needed | tr ' ' ','), newest glibc symbol version $newest (floor $floor): ok"
+echo "check-binary: $bin: $machine, dynamic ($interp), needs $(paste -sd, <<<"$needed"), newest glibc symbol version $newest (floor $floor): ok"

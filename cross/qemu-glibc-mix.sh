@@ -24,7 +24,7 @@ aarch64-linux-gnu-gcc -O1 -pthread "$work/t.c" -o "$work/t" || exit 1
 cross=/usr/aarch64-linux-gnu/lib # libc6-arm64-cross: the cross compiler's sysroot
 multi=/lib/aarch64-linux-gnu     # libc6:arm64: Debian's multiarch package
 ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "not installed"; }
-echo "$(qemu-aarch64-static --version | head -1)"
+qemu-aarch64-static --version | head -1
 echo "libc6-arm64-cross $(ver libc6-arm64-cross) in $cross; libc6:arm64 $(ver libc6:arm64) in $multi"
 for d in "$cross" "$multi"; do
     size=$(aarch64-linux-gnu-readelf --dyn-syms -W "$d/ld-linux-aarch64.so.1" \
