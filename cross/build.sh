@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Release build of the static edgecsm binary for a board:
+# Release build of the deployable edgecsm binary for a board, with ALSA:
 #   cross/build.sh generic|pi4|pi5|orin
+# Dynamically linked against the board's glibc and libasound.so.2 (built here against Debian's
+# arm64 multiarch libasound2-dev, found through aarch64-linux-gnu-pkg-config: see
+# .cargo/config.toml), and checked by cross/check-binary.sh: aarch64, only the expected
+# libraries, no glibc symbol newer than 2.35 (Ubuntu 22.04 / JetPack 6; Raspberry Pi OS
+# bookworm has 2.36).
 # `generic` (no target-cpu: ARMv8.0 + run-time kernel dispatch) runs on every board; the others
 # tune codegen with cross/boards/BOARD.toml. Output: target/dist/edgecsm-BOARD.
 set -euo pipefail
@@ -17,7 +22,7 @@ case "$board" in
         ;;
 esac
 if [ -n "${RUSTFLAGS:-}${CARGO_ENCODED_RUSTFLAGS:-}" ]; then
-    echo "RUSTFLAGS is set: it would replace the static-linking and board flags; unset it" >&2
+    echo "RUSTFLAGS is set: it would replace the board's flags from cross/boards; unset it" >&2
     exit 2
 fi
 
@@ -30,10 +35,7 @@ export CARGO_TARGET_DIR="target/cross-$board"
 cargo build --release --target "$TARGET" --bin edgecsm "${cfg[@]}"
 
 out="$CARGO_TARGET_DIR/$TARGET/release/edgecsm"
-if aarch64-linux-gnu-readelf -l "$out" | grep -q INTERP; then
-    echo "$out is dynamically linked (expected +crt-static from .cargo/config.toml)" >&2
-    exit 1
-fi
+cross/check-binary.sh "$out"
 mkdir -p target/dist
 cp "$out" "target/dist/edgecsm-$board"
-echo "built target/dist/edgecsm-$board (static, $(du -h "$out" | cut -f1))"
+echo "built target/dist/edgecsm-$board ($(du -h "$out" | cut -f1))"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the aarch64 cross toolchain from Debian 12 packages (skipped when already there):
-# Debian's rustc 1.96 with the aarch64 std, the aarch64 gcc as linker and libc, and
-# qemu-user-static to run the tests. Runs apt as root, or through sudo.
+# Debian's rustc 1.96 with the aarch64 std, the aarch64 gcc as linker and libc, the arm64
+# libasound (libasound2-dev:arm64, multiarch) with the cross pkg-config that finds it
+# (pkgconf:arm64 provides aarch64-linux-gnu-pkg-config), and qemu-user-static to run the
+# binaries. Runs apt as root, or through sudo.
 set -euo pipefail
 
 as_root() {
@@ -9,7 +11,7 @@ as_root() {
 }
 
 pkgs=(rustc-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-      qemu-user-static)
+      libasound2-dev:arm64 pkgconf:arm64 qemu-user-static)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

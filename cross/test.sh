@@ -22,7 +22,9 @@ export CARGO_TARGET_DIR="${CROSS_TARGET_DIR:-target/cross}"
 profile=()
 if [ "${CROSS_RELEASE:-0}" = 1 ]; then profile=(--release); fi
 
-# RUSTFLAGS (e.g. a CI's `-D warnings`) replaces the config's target rustflags: keep static
+# The suite is linked statically (cross/static.toml: +crt-static; no `alsa` feature, there is no
+# static arm64 libasound), so it runs under qemu-user with no target libraries at all. RUSTFLAGS
+# (e.g. a CI's `-D warnings`) replaces the config's target rustflags: keep static
 if [ -n "${RUSTFLAGS:-}" ]; then
     export RUSTFLAGS="$RUSTFLAGS -C target-feature=+crt-static"
 fi
@@ -30,10 +32,10 @@ fi
 cross/setup.sh
 
 echo "== building tests for $TARGET ($(cargo --version), $($RUSTC --version))"
-# the linker, runner and +crt-static come from .cargo/config.toml; --message-format lists the
-# test executables so they can be run directly under each emulated CPU
+# the linker and runner come from .cargo/config.toml, +crt-static from cross/static.toml;
+# --message-format lists the test executables so they can be run directly under each CPU
 # (only test-profile artifacts: the crate's own binary is built too but is not a test)
-bins=$(cargo test "${profile[@]}" --target "$TARGET" --no-default-features --no-run --message-format=json-render-diagnostics \
+bins=$(cargo test "${profile[@]}" --target "$TARGET" --config cross/static.toml --no-default-features --no-run --message-format=json-render-diagnostics \
         | grep '"reason":"compiler-artifact"' | grep -E '"profile":\{[^}]*"test":true' \
         | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 [ -n "$bins" ] || { echo "no test executables built"; exit 1; }

@@ -83,7 +83,7 @@ struct Context {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::options_file::parse::<Cli>();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// Seconds between latency lines in the log (0: only at exit).
     #[arg(long, default_value_t = 60.0)]
     pub report_every: f64,
+    /// Read options from FILE: `key = value` lines whose keys are these long options (e.g.
+    /// `capture = plughw:CARD=Device,DEV=0`, `threads = 3`); the command line overrides it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Whether the model directory says it holds random (untrained) weights.
