@@ -162,7 +162,9 @@ impl DepthDecoder {
             let out = self.run(k, pool, &mut st.llama, &st.inp, &mut st.qs, rows)?;
             let last = &out[(rows - 1) * h..rows * h];
             matmul(k, pool, &head.mat(), last, &mut st.logits, &mut st.qs);
-            let code = sampler.sample(&st.logits[..limit.clamp(1, st.logits.len())], params);
+            let logits = &st.logits[..limit.clamp(1, st.logits.len())];
+            super::generate::check_logits(logits, cb)?;
+            let code = sampler.sample(logits, params);
             frame[cb] = code;
             if cb + 1 < n {
                 emb.code_into(cb, code, &mut st.inp[..bh])?;

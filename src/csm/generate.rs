@@ -125,6 +125,19 @@ pub struct FrameEngine {
     qs: QScratch,
 }
 
+/// An error when a codebook's logits hold a NaN or an infinity: the weights (or what was fed
+/// in) are not finite, and sampling from them would be meaningless.
+pub(crate) fn check_logits(logits: &[f32], codebook: usize) -> Result<()> {
+    match logits.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::Invalid(format!(
+            "the model produced a non-finite logit ({} for code {i} of codebook {codebook}): \
+             its weights hold NaN or infinite values (a corrupt or badly converted checkpoint?)",
+            logits[i]
+        ))),
+    }
+}
+
 impl FrameEngine {
     /// State for `csm` with backbone prefill chunks of `prefill_chunk` tokens.
     pub fn new(csm: &Csm, prefill_chunk: usize) -> FrameEngine {
@@ -308,6 +321,7 @@ impl FrameEngine {
             &mut self.qs,
         );
         let limit = limit.clamp(1, self.logits.len());
+        check_logits(&self.logits[..limit], 0)?;
         self.frame[0] = self.sampler.sample(&self.logits[..limit], backbone);
         csm.depth.complete_frame(
             k,
