@@ -170,14 +170,17 @@ fn run(cli: Cli) -> edgecsm::Result<()> {
     let ctx = Context {
         threads: cli.threads,
     };
-    if matches!(
-        cli.command,
-        Command::Quantize(_)
-            | Command::Encode(_)
-            | Command::Decode(_)
-            | Command::Say(_)
-            | Command::Generate(_)
-    ) {
+    let out = match &cli.command {
+        Command::Quantize(a) => Some(&a.out),
+        Command::Encode(a) => Some(&a.out),
+        Command::Decode(a) => Some(&a.out),
+        Command::Say(a) => Some(&a.out),
+        Command::Generate(a) => Some(&a.out),
+        Command::Loop(_) | Command::Devices | Command::Serve(_) => None,
+    };
+    // with `--out -` the summary goes to stderr: stdout carries the output
+    let to_stdout = out.is_some_and(|p| is_stdout(p));
+    if out.is_some() {
         // SIGINT/SIGTERM/SIGHUP remove partial outputs before the process ends
         if let Err(e) = edgecsm::audio::cleanup::install() {
             eprintln!("warning: cannot handle interruptions ({e}): a partial output may remain");
@@ -185,22 +188,10 @@ fn run(cli: Cli) -> edgecsm::Result<()> {
     }
     match cli.command {
         Command::Quantize(args) => run_quantize(&ctx, args),
-        Command::Encode(args) => {
-            let to_stdout = is_stdout(&args.out);
-            report(cli::encode::run(ctx.threads, args)?, to_stdout)
-        }
-        Command::Decode(args) => {
-            let to_stdout = is_stdout(&args.out);
-            report(cli::decode::run(ctx.threads, args)?, to_stdout)
-        }
-        Command::Say(args) => {
-            let to_stdout = is_stdout(&args.out);
-            report(cli::say::run(ctx.threads, args)?, to_stdout)
-        }
-        Command::Generate(args) => {
-            let to_stdout = is_stdout(&args.out);
-            report(cli::generate::run(ctx.threads, args)?, to_stdout)
-        }
+        Command::Encode(args) => report(cli::encode::run(ctx.threads, args)?, to_stdout),
+        Command::Decode(args) => report(cli::decode::run(ctx.threads, args)?, to_stdout),
+        Command::Say(args) => report(cli::say::run(ctx.threads, args)?, to_stdout),
+        Command::Generate(args) => report(cli::generate::run(ctx.threads, args)?, to_stdout),
         Command::Loop(args) => cli::audio::run_loop(ctx.threads, args),
         Command::Devices => cli::audio::run_devices(),
         Command::Serve(args) => cli::serve::run_serve(ctx.threads, args),

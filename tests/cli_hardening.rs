@@ -62,6 +62,25 @@ fn fails(args: &[&str]) -> String {
     lines[0].to_string()
 }
 
+/// The type of the file at `p` itself (a symlink is not followed).
+fn kind(p: &Path) -> std::fs::FileType {
+    std::fs::symlink_metadata(p).unwrap().file_type()
+}
+
+/// The machine's /dev/null is still a character device.
+fn dev_null_intact() {
+    let t = std::fs::metadata("/dev/null").unwrap().file_type();
+    assert!(t.is_char_device(), "/dev/null was replaced");
+}
+
+/// `say "Hello" ARGS --max-seconds 0.3 --out OUT`, which must fail (see [`fails`]).
+fn say_fails(args: &[&str], out: &Path) -> String {
+    let mut a = vec!["say", "Hello"];
+    a.extend_from_slice(args);
+    a.extend(["--max-seconds", "0.3", "--out", s(out)]);
+    fails(&a)
+}
+
 /// Names in `dir`, sorted.
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -154,6 +173,13 @@ fn poison(dir: &Path, name: &str, value: f32) {
     std::fs::write(&p, bytes).unwrap();
 }
 
+/// Writes `ids` as a 1-D int64 `.npy` file.
+fn write_ids(path: &Path, ids: &[i64]) {
+    let mut v = npy_with_shape(&format!("({},)", ids.len()), 0);
+    v.extend(ids.iter().flat_map(|i| i.to_le_bytes()));
+    std::fs::write(path, v).unwrap();
+}
+
 /// A `.npy` header declaring an int64 array of `shape` followed by `data_bytes` zero bytes.
 fn npy_with_shape(shape: &str, data_bytes: usize) -> Vec<u8> {
     let mut h = format!("{{'descr': '<i8', 'fortran_order': False, 'shape': {shape}, }}");
@@ -189,37 +215,15 @@ fn outputs_that_are_not_regular_files_are_never_replaced() {
         .expect("fifo reader");
     assert_eq!(&got[..4], b"RIFF");
     assert!(got.len() > 1000, "{} bytes", got.len());
-    assert!(
-        std::fs::symlink_metadata(&fifo)
-            .unwrap()
-            .file_type()
-            .is_fifo(),
-        "the FIFO was replaced"
-    );
+    assert!(kind(&fifo).is_fifo(), "the FIFO was replaced");
 
     // a symlink is followed: a link to a character device writes into the device ...
     let null_link = d.path().join("null.wav");
     symlink("/dev/null", &null_link).unwrap();
-    ok(&[
-        "decode",
-        "--model",
-        s(&mimi()),
-        s(&codes),
-        "--out",
-        s(&null_link),
-    ]);
-    assert!(
-        std::fs::symlink_metadata(&null_link)
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
-    assert!(
-        std::fs::metadata("/dev/null")
-            .unwrap()
-            .file_type()
-            .is_char_device()
-    );
+    let o = decode(&null_link);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(kind(&null_link).is_symlink());
+    dev_null_intact();
 
     // ... and a link to a regular file replaces that file (atomically), keeping the link
     let target_dir = d.path().join("real");
@@ -228,20 +232,9 @@ fn outputs_that_are_not_regular_files_are_never_replaced() {
     std::fs::write(&target, b"old").unwrap();
     let link = d.path().join("link.wav");
     symlink(&target, &link).unwrap();
-    ok(&[
-        "decode",
-        "--model",
-        s(&mimi()),
-        s(&codes),
-        "--out",
-        s(&link),
-    ]);
-    assert!(
-        std::fs::symlink_metadata(&link)
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
+    let o = decode(&link);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(kind(&link).is_symlink());
     assert_eq!(&std::fs::read(&target).unwrap()[..4], b"RIFF");
     assert_eq!(entries(&target_dir), ["t.wav"]);
 
@@ -257,12 +250,7 @@ fn outputs_that_are_not_regular_files_are_never_replaced() {
         s(&dangling),
     ]);
     assert!(e.contains("dangling.wav"), "{e}");
-    assert!(
-        std::fs::symlink_metadata(&dangling)
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
+    assert!(kind(&dangling).is_symlink());
     // a directory is refused
     let e = fails(&[
         "decode",
@@ -285,12 +273,7 @@ fn outputs_that_are_not_regular_files_are_never_replaced() {
         .recv_timeout(Duration::from_secs(60))
         .expect("fifo reader");
     assert_eq!(&got[..6], b"\x93NUMPY");
-    assert!(
-        std::fs::symlink_metadata(&fifo2)
-            .unwrap()
-            .file_type()
-            .is_fifo()
-    );
+    assert!(kind(&fifo2).is_fifo());
 
     // nothing but the test's own files is left
     assert_eq!(
@@ -357,21 +340,11 @@ fn quantize_never_replaces_a_special_file_or_its_source() {
     mkfifo(&fifo);
     let e = q(&fifo, true);
     assert!(e.contains("fifo"), "{e}");
-    assert!(
-        std::fs::symlink_metadata(&fifo)
-            .unwrap()
-            .file_type()
-            .is_fifo()
-    );
+    assert!(kind(&fifo).is_fifo());
     let null_link = d.path().join("null");
     symlink("/dev/null", &null_link).unwrap();
     q(&null_link, true);
-    assert!(
-        std::fs::metadata("/dev/null")
-            .unwrap()
-            .file_type()
-            .is_char_device()
-    );
+    dev_null_intact();
     // --force does not delete a directory that is not an edgecsm output
     let precious = d.path().join("precious");
     std::fs::create_dir(&precious).unwrap();
@@ -385,27 +358,11 @@ fn quantize_never_replaces_a_special_file_or_its_source() {
 
     // and an edgecsm output is replaced with --force
     let out = d.path().join("out");
-    ok(&[
-        "quantize",
-        "--model",
-        s(&model),
-        "--dtype",
-        "f16",
-        "--out",
-        s(&out),
-        "-q",
-    ]);
-    ok(&[
-        "quantize",
-        "--model",
-        s(&model),
-        "--dtype",
-        "f16",
-        "--out",
-        s(&out),
-        "-q",
-        "--force",
-    ]);
+    let mut args = vec!["quantize", "--model", s(&model), "--dtype", "f16"];
+    args.extend(["--out", s(&out), "-q"]);
+    ok(&args);
+    args.push("--force");
+    ok(&args);
     let mut names = entries(d.path());
     names.retain(|n| n.contains("partial"));
     assert!(names.is_empty(), "{names:?}");
@@ -437,16 +394,7 @@ fn non_finite_audio_is_an_error_naming_the_file_and_sample() {
     )
     .unwrap();
     let out = d.path().join("say.wav");
-    let e = fails(&[
-        "say",
-        "Hello",
-        "--context",
-        s(d.path()),
-        "--max-seconds",
-        "0.3",
-        "--out",
-        s(&out),
-    ]);
+    let e = say_fails(&["--context", s(d.path())], &out);
     assert!(e.contains("ctx.wav") && e.contains("77"), "{e}");
     assert!(!out.exists());
 }
@@ -461,31 +409,13 @@ fn a_model_holding_nan_is_an_error_not_a_panic() {
         f32::NAN,
     );
     let out = m.path().join("o.wav");
-    let e = fails(&[
-        "say",
-        "Hello",
-        "--model",
-        s(m.path()),
-        "--max-seconds",
-        "0.3",
-        "--out",
-        s(&out),
-    ]);
+    let e = say_fails(&["--model", s(m.path())], &out);
     assert!(e.contains("NaN") || e.contains("non-finite"), "{e}");
     assert!(!out.exists());
     // a norm weight: found at load, by name
     let m = copy_model(&csm_tiny());
     poison(m.path(), "backbone_model.norm.weight", f32::INFINITY);
-    let e = fails(&[
-        "say",
-        "Hello",
-        "--model",
-        s(m.path()),
-        "--max-seconds",
-        "0.3",
-        "--out",
-        s(&out),
-    ]);
+    let e = say_fails(&["--model", s(m.path())], &out);
     assert!(e.contains("backbone_model.norm.weight"), "{e}");
     // quantize reads every value: a NaN anywhere is named
     let m = copy_model(&csm_tiny());
@@ -553,13 +483,7 @@ fn huge_declared_sizes_are_errors_before_allocating() {
     ]);
     assert!(e.contains("huge1.npy"), "{e}");
     let ids = d.path().join("ids.npy");
-    std::fs::write(&ids, {
-        let mut v = npy_with_shape("(2,)", 0);
-        v.extend(480i64.to_le_bytes());
-        v.extend(482i64.to_le_bytes());
-        v
-    })
-    .unwrap();
+    write_ids(&ids, &[480, 482]);
     let e = fails(&[
         "generate",
         "--model",
@@ -579,16 +503,7 @@ fn huge_declared_sizes_are_errors_before_allocating() {
         r#"[{"speaker": 1, "text": "Hi", "codes": "huge.npy"}]"#,
     )
     .unwrap();
-    let e = fails(&[
-        "say",
-        "Hello",
-        "--context",
-        s(d.path()),
-        "--max-seconds",
-        "0.3",
-        "--out",
-        s(&out),
-    ]);
+    let e = say_fails(&["--context", s(d.path())], &out);
     assert!(e.contains("huge.npy"), "{e}");
 
     // a WAV whose data chunk claims 4 GB
@@ -609,13 +524,7 @@ fn huge_declared_sizes_are_errors_before_allocating() {
 fn huge_limits_are_clear_errors_or_capped() {
     let d = tempfile::tempdir().unwrap();
     let ids = d.path().join("ids.npy");
-    std::fs::write(&ids, {
-        let mut v = npy_with_shape("(2,)", 0);
-        v.extend(480i64.to_le_bytes());
-        v.extend(1i64.to_le_bytes());
-        v
-    })
-    .unwrap();
+    write_ids(&ids, &[480, 1]);
     let out = d.path().join("out.npy");
     for n in ["1000000000000000000", "18446744073709551615"] {
         let o = run(&[

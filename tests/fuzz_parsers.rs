@@ -668,6 +668,11 @@ fn edit_json(mut v: Value, edits: &[JsonEdit]) -> Value {
     v
 }
 
+/// The fixture config at `path` with `edits` applied, or `garbage` instead.
+fn config_text(path: &str, edits: &[JsonEdit], garbage: Option<String>) -> String {
+    garbage.unwrap_or_else(|| edit_json(fixture_json(path), edits).to_string())
+}
+
 proptest! {
     #![proptest_config(cases(20000))]
 
@@ -676,10 +681,7 @@ proptest! {
         edits in json_edits(),
         garbage in prop::option::weighted(0.1, "[ -~]{0,80}"),
     ) {
-        let text = match garbage {
-            Some(g) => g,
-            None => edit_json(fixture_json("tests/fixtures/csm/a/config.json"), &edits).to_string(),
-        };
+        let text = config_text("tests/fixtures/csm/a/config.json", &edits, garbage);
         let r = bounded(text.len(), "csm config", || CsmConfig::parse(&text, Path::new("fuzz-config.json")));
         if let Err(e) = r {
             one_line_naming(&e, "fuzz-config.json");
@@ -691,10 +693,7 @@ proptest! {
         edits in json_edits(),
         garbage in prop::option::weighted(0.1, "[ -~]{0,80}"),
     ) {
-        let text = match garbage {
-            Some(g) => g,
-            None => edit_json(fixture_json("tests/fixtures/mimi/b/config.json"), &edits).to_string(),
-        };
+        let text = config_text("tests/fixtures/mimi/b/config.json", &edits, garbage);
         let r = bounded(text.len(), "mimi config", || MimiConfig::parse(&text, Path::new("fuzz-config.json")));
         if let Err(e) = r {
             one_line_naming(&e, "fuzz-config.json");
