@@ -13,6 +13,11 @@
 //!
 //! `--quick` (or `EDGECSM_BENCH_QUICK=1`) shrinks the repetitions to a smoke run.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::floor::{Floor, llc_bytes};
+use common::median;
 use edgecsm::kernels::matmul::matmul;
 use edgecsm::kernels::q8::{QK, blocks, quantize_matrix};
 use edgecsm::kernels::{Kernels, Mat, Pool, QScratch};
@@ -20,6 +25,11 @@ use half::f16;
 use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+
+/// The unit tests' deterministic test-data generator (one for the whole project).
+#[path = "../src/kernels/test_rand.rs"]
+mod test_rand;
+use test_rand::rand_vec;
 
 /// (name, rows, cols) of the products a decode step makes.
 const SHAPES: [(&str, usize, usize); 8] = [
@@ -95,46 +105,6 @@ fn main() {
     multi_token(k, &pools, &budget);
 }
 
-/// The last-level cache size from sysfs (the largest cache level of CPU 0), else 32 MiB.
-fn llc_bytes() -> usize {
-    let mut best = 0;
-    for i in 0..8 {
-        let p = format!("/sys/devices/system/cpu/cpu0/cache/index{i}/size");
-        let Ok(s) = std::fs::read_to_string(p) else {
-            continue;
-        };
-        let s = s.trim();
-        let (num, mul) = match s.chars().last() {
-            Some('K') => (&s[..s.len() - 1], 1 << 10),
-            Some('M') => (&s[..s.len() - 1], 1 << 20),
-            _ => (s, 1),
-        };
-        if let Ok(v) = num.parse::<usize>() {
-            best = best.max(v * mul);
-        }
-    }
-    if best == 0 { 32 << 20 } else { best }
-}
-
-/// A deterministic pseudo-random fill in [-1, 1).
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
-/// The median of `v` (sorted in place).
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Times `f(i)` for i = 0, 1, ... (after a few warm-up calls) until `budget` has passed and at
 /// least `min_reps` calls were made; returns the median call time in microseconds.
 fn median_us(budget: Duration, min_reps: usize, mut f: impl FnMut(usize)) -> f64 {
@@ -153,96 +123,9 @@ fn median_us(budget: Duration, min_reps: usize, mut f: impl FnMut(usize)) -> f64
     median(&mut times)
 }
 
-/// A buffer several times the last-level cache, read in rotating chunks: the bandwidth floor.
-struct Floor {
-    buf: Vec<u64>,
-    /// Next chunk start (u64 index).
-    next: usize,
-}
-
-impl Floor {
-    fn new(bytes: usize) -> Floor {
-        Floor {
-            buf: (0..bytes / 8).map(|i| i as u64).collect(),
-            next: 0,
-        }
-    }
-
-    /// Reads the next `bytes` of the buffer (wrapping around) split over `pool`; returns the
-    /// time in microseconds.
-    fn read(&mut self, pool: &Pool, bytes: usize) -> f64 {
-        let len = (bytes / 8).min(self.buf.len());
-        if self.next + len > self.buf.len() {
-            self.next = 0;
-        }
-        let chunk = &self.buf[self.next..self.next + len];
-        self.next += len;
-        let t = Instant::now();
-        pool.run(&|part, parts| {
-            let r = Pool::split(chunk.len(), part, parts, 64);
-            black_box(read_sum(black_box(&chunk[r])));
-        });
-        t.elapsed().as_secs_f64() * 1e6
-    }
-}
-
-/// A plain read of `buf`: 256-bit loads into four accumulators where AVX2 exists, else a
-/// portable sum with eight accumulators.
-fn read_sum(buf: &[u64]) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is available (checked just above).
-        return unsafe { read_sum_avx2(buf) };
-    }
-    let mut acc = [0u64; 8];
-    let chunks = buf.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a = a.wrapping_add(*v);
-        }
-    }
-    acc.iter().chain(rest).fold(0u64, |s, v| s.wrapping_add(*v))
-}
-
-/// # Safety
-/// The CPU supports AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn read_sum_avx2(buf: &[u64]) -> u64 {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_si256(); 4];
-    let chunks = buf.chunks_exact(16);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (i, a) in acc.iter_mut().enumerate() {
-            // SAFETY: c holds 16 u64, so 4 * i .. 4 * i + 4 is in bounds.
-            let v = unsafe { _mm256_loadu_si256(c.as_ptr().add(4 * i).cast()) };
-            *a = _mm256_add_epi64(*a, v);
-        }
-    }
-    let mut lanes = [0u64; 4];
-    let sum = _mm256_add_epi64(
-        _mm256_add_epi64(acc[0], acc[1]),
-        _mm256_add_epi64(acc[2], acc[3]),
-    );
-    // SAFETY: lanes holds four u64.
-    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), sum) };
-    lanes
-        .iter()
-        .chain(rest)
-        .fold(0u64, |s, v| s.wrapping_add(*v))
-}
-
 /// Read bandwidth in GB/s of whole-buffer reads for each pool (median of `reps`).
 fn read_floor(pools: &[Pool; 2], floor: &mut Floor, reps: usize) -> [f64; 2] {
-    let bytes = floor.buf.len() * 8;
-    let mut out = [0.0; 2];
-    for (o, pool) in out.iter_mut().zip(pools) {
-        let mut times: Vec<f64> = (0..reps).map(|_| floor.read(pool, bytes)).collect();
-        *o = bytes as f64 / median(&mut times) / 1e3;
-    }
-    out
+    [0, 1].map(|i| common::floor::read_gbs(&pools[i], floor, reps))
 }
 
 /// Copies of one weight matrix in one format, enough to exceed `cycle_bytes` in all.
@@ -428,7 +311,7 @@ fn overhead(k: &Kernels, pools: &[Pool; 2], cycle: usize, b: &Budget) {
         });
     });
     let empty_pool = median_us(b.per_config, 20, |i| {
-        pools[1].run(&|part, _| {
+        pools[1].run(2, &|part| {
             black_box(part + i);
         })
     });

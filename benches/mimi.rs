@@ -10,64 +10,61 @@
 //!
 //!     cargo bench --bench mimi                 # 10 s clip, median of 3 runs
 //!     cargo bench --bench mimi -- --quick      # 0.24 s clip, 1 thread, one run
+//!     cargo bench --bench mimi -- --dtype q8 --threads 1   # one format, one thread count
 //!                                              # (or EDGECSM_BENCH_QUICK=1)
 //!     cargo bench --bench mimi -- --profile 100   # f32 only, 1 thread, streaming only,
 //!                                              # 100 frames each way, median of 3 thread
 //!                                              # CPU times (for perf record; no batch rows)
 
-#[path = "mimi/synth.rs"]
-mod synth;
+#[path = "common/mod.rs"]
+mod common;
 
+use common::{boards, median, models, thread_cpu_secs};
 use edgecsm::kernels::{Kernels, Pool};
 use edgecsm::mimi::{Mimi, MimiConfig, MimiDecoderStream, MimiEncoderStream};
-use edgecsm::quantize::{self, Mode};
+use edgecsm::synth::SynthDtype;
+use edgecsm::weights::{TensorFormat, Weights};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Seed of the synthetic weights (any value; fixed so every run times the same model).
-const SEED: u64 = 0x6d69_6d69;
 
 struct Settings {
     /// Clip length in code frames (80 ms each).
     frames: usize,
     reps: usize,
     threads: Vec<usize>,
+    dtypes: Vec<SynthDtype>,
     /// Profiling run: f32 weights only, streaming only, no batch rows.
     profile: bool,
 }
 
 fn settings() -> Settings {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--profile") {
-        let frames = args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .expect("--profile takes a frame count");
+    if let Some(frames) = common::arg("--profile") {
         return Settings {
-            frames,
+            frames: frames.parse().expect("--profile takes a frame count"),
             reps: 3,
             threads: vec![1],
+            dtypes: vec![SynthDtype::F32],
             profile: true,
         };
     }
-    let quick = args.iter().any(|a| a == "--quick")
-        || std::env::var("EDGECSM_BENCH_QUICK").is_ok_and(|v| v == "1");
-    if quick {
-        // Short enough to finish well under a minute even with slow (f16) weights.
-        Settings {
-            frames: 3,
-            reps: 1,
-            threads: vec![1],
-            profile: false,
-        }
-    } else {
-        Settings {
-            frames: 125, // 10 s
-            reps: 3,
-            threads: vec![1, 2],
-            profile: false,
-        }
+    let quick = common::quick();
+    let dtypes: Vec<String> = common::list("--dtype", &["f32".into(), "f16".into(), "q8".into()]);
+    Settings {
+        // 10 s, or short enough to finish well under a minute even with slow weights
+        frames: if quick { 3 } else { 125 },
+        reps: if quick { 1 } else { 3 },
+        threads: common::list("--threads", if quick { &[1] } else { &[1, 2] }),
+        dtypes: dtypes
+            .iter()
+            .map(|d| match d.as_str() {
+                "f32" => SynthDtype::F32,
+                "f16" => SynthDtype::F16,
+                "q8" => SynthDtype::Q8,
+                other => panic!("--dtype: unknown format {other}"),
+            })
+            .collect(),
+        profile: false,
     }
 }
 
@@ -87,19 +84,6 @@ fn test_audio(samples: usize, rate: usize) -> Vec<f32> {
             (0.25 * voiced + 0.02 * n) as f32
         })
         .collect()
-}
-
-/// CPU time of the calling thread so far (seconds), from Linux's `/proc/thread-self/schedstat`
-/// (first field: nanoseconds on the CPU): unlike wall time it does not count the time other
-/// processes on a busy machine hold the core.
-fn thread_cpu_secs() -> f64 {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
-    let ns: u64 = s
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .expect("schedstat field");
-    ns as f64 * 1e-9
 }
 
 /// Median time of `reps` runs of `f` (seconds): wall time, or with `cpu` the calling thread's
@@ -138,53 +122,62 @@ fn row(weights: &str, threads: usize, mode: &str, enc: f64, dec: f64) {
     );
 }
 
+/// Weight bytes of the encoder side (SEANet encoder, transformer, downsample, quantizer input
+/// projections and codebooks) and of the decoder side (quantizer output projections, upsample,
+/// transformer, SEANet decoder): one streaming frame reads each about once.
+fn side_bytes(dir: &Path) -> (usize, usize) {
+    let w = Weights::open(dir).expect("weights");
+    let (mut enc, mut dec) = (0, 0);
+    for n in w.names() {
+        let info = w.info(&n).expect("listed");
+        let numel: usize = info.shape.iter().product();
+        let bytes = match info.format {
+            TensorFormat::F32 => numel * 4,
+            TensorFormat::F16 | TensorFormat::BF16 => numel * 2,
+            TensorFormat::Q8 => {
+                let cols: usize = info.shape[1..].iter().product();
+                info.shape[0] * cols.div_ceil(32) * 34
+            }
+            TensorFormat::Other(_) => 0,
+        };
+        let decoder =
+            n.starts_with("decoder") || n.starts_with("upsample") || n.contains("output_proj");
+        if decoder {
+            dec += bytes;
+        } else {
+            enc += bytes;
+        }
+    }
+    (enc, dec)
+}
+
 fn main() {
     let s = settings();
     Kernels::init().expect("kernel selection");
     let cfg = MimiConfig::default();
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let t0 = Instant::now();
-    let f32_dir = tmp.path().join("f32");
-    std::fs::create_dir(&f32_dir).unwrap();
-    synth::write_model(&f32_dir, &cfg, SEED).expect("write the synthetic model");
-    let mut models = vec![("f32", f32_dir.clone())];
-    let quantized: &[(&str, Mode)] = if s.profile {
-        &[]
-    } else {
-        &[("f16", Mode::F16), ("q8", Mode::Q8)]
-    };
-    for &(name, mode) in quantized {
-        let out = tmp.path().join(name);
-        let opts = quantize::Options {
-            model: f32_dir.clone(),
-            out: out.clone(),
-            mode,
-            keep: Vec::new(),
-            force: false,
-        };
-        quantize::quantize(&opts, &mut std::io::sink()).expect("quantize");
-        models.push((name, out));
-    }
-    eprintln!(
-        "built the synthetic kyutai/mimi checkpoints (f32, f16, q8) in {:.1} s",
-        t0.elapsed().as_secs_f64()
-    );
+    let models: Vec<(&str, std::path::PathBuf)> = s
+        .dtypes
+        .iter()
+        .map(|&d| (d.name(), models::ensure("mimi", d)))
+        .collect();
 
     let rate = cfg.sampling_rate;
     let frame = cfg.frame_size();
     let frames = s.frames;
     let pcm = test_audio(frames * frame, rate);
     let duration = pcm.len() as f64 / rate as f64;
+    let frame_secs = frame as f64 / rate as f64;
     let n_q = cfg.num_quantizers;
 
     println!(
-        "# edgecsm Mimi, kernels {:?}, {duration} s audio, {n_q} codebooks, median of {}{}",
+        "# edgecsm Mimi (synthetic kyutai/mimi), kernels {:?}, {duration} s audio, {n_q} \
+         codebooks, median of {}{}",
         Kernels::get().set(),
         s.reps,
         if s.profile { " (thread CPU time)" } else { "" }
     );
     println!(
-        "| {:<8} | {:<7} | {:>7} | {:<9} | {:>10} | {:>10} | {:>11} |",
+        "| {:<8} | {:<7} | {:>7} | {:<11} | {:>10} | {:>10} | {:>11} |",
         "impl", "weights", "threads", "mode", "encode RTF", "decode RTF", "enc+dec RTF"
     );
     println!(
@@ -192,24 +185,27 @@ fn main() {
         "-".repeat(10),
         "-".repeat(9),
         "-".repeat(9),
-        "-".repeat(11),
+        "-".repeat(13),
         "-".repeat(12),
         "-".repeat(12),
         "-".repeat(13)
     );
+    let mut frame_rows = Vec::new();
     for (weights, dir) in &models {
         for &threads in &s.threads {
             let mimi = Arc::new(load(dir, threads));
             // Warm-up (page in the weights, spin up the pool) on one frame each way.
             let warm = mimi.encode(&pcm[..frame], n_q).expect("encode");
             mimi.decode(&warm).expect("decode");
+            // CPU time is only the whole story with one thread
+            let cpu = s.profile || threads == 1;
 
             if !s.profile {
                 let mut codes = Vec::new();
-                let enc = median_secs(s.reps, s.profile, || {
+                let enc = median_secs(s.reps, false, || {
                     codes = mimi.encode(&pcm, n_q).expect("encode")
                 });
-                let dec = median_secs(s.reps, s.profile, || {
+                let dec = median_secs(s.reps, false, || {
                     mimi.decode(&codes).expect("decode");
                 });
                 row(weights, threads, "batch", enc / duration, dec / duration);
@@ -221,13 +217,13 @@ fn main() {
             let mut enc_stream = MimiEncoderStream::new(mimi.clone(), n_q).expect("stream");
             let mut dec_stream = MimiDecoderStream::new(mimi.clone()).expect("stream");
             let mut out = vec![0f32; frame];
-            let enc = median_secs(s.reps, s.profile, || {
+            let enc = median_secs(s.reps, cpu, || {
                 enc_stream.reset();
                 for (chunk, fc) in pcm.chunks_exact(frame).zip(by_frame.chunks_exact_mut(n_q)) {
                     enc_stream.encode_frame(chunk, fc).expect("encode frame");
                 }
             });
-            let dec = median_secs(s.reps, s.profile, || {
+            let dec = median_secs(s.reps, cpu, || {
                 dec_stream.reset();
                 for fc in by_frame.chunks_exact(n_q) {
                     dec_stream.decode_frame(fc, &mut out).expect("decode frame");
@@ -239,6 +235,75 @@ fn main() {
                 "streaming",
                 enc / duration,
                 dec / duration,
+            );
+            // As `edgecsm loop` runs it: each frame encoded, then decoded, so both sides'
+            // weights pass through the caches every frame (the separate loops above keep one
+            // side's weights cached). Per-frame times, for the loop's p50/p99.
+            let mut codes = vec![0u32; n_q];
+            let mut per_frame = Vec::with_capacity(frames);
+            enc_stream.reset();
+            dec_stream.reset();
+            for chunk in pcm.chunks_exact(frame) {
+                let t = Instant::now();
+                let c = if cpu { thread_cpu_secs() } else { 0.0 };
+                enc_stream
+                    .encode_frame(chunk, &mut codes)
+                    .expect("encode frame");
+                dec_stream
+                    .decode_frame(&codes, &mut out)
+                    .expect("decode frame");
+                per_frame.push(if cpu {
+                    thread_cpu_secs() - c
+                } else {
+                    t.elapsed().as_secs_f64()
+                });
+            }
+            let total: f64 = per_frame.iter().sum();
+            println!(
+                "| {:<8} | {weights:<7} | {threads:>7} | {:<11} | {:>10} | {:>10} | {:>11.4} |",
+                "edgecsm",
+                "interleaved",
+                "",
+                "",
+                total / duration
+            );
+            per_frame.sort_by(f64::total_cmp);
+            let p99 = per_frame[(per_frame.len() * 99 / 100).min(per_frame.len() - 1)];
+            frame_rows.push((
+                weights.to_string(),
+                threads,
+                median(&mut per_frame.clone()),
+                p99,
+                side_bytes(dir),
+            ));
+        }
+    }
+    println!(
+        "\nStreaming encode + decode per 80 ms frame, interleaved as `edgecsm loop` runs it{}:",
+        if s.profile {
+            ""
+        } else {
+            " (1 thread: thread CPU time)"
+        }
+    );
+    for (weights, threads, p50, p99, (enc, dec)) in &frame_rows {
+        println!(
+            "  {weights} {threads} thread(s): p50 {:.1} ms, p99 {:.1} ms per frame; weights read \
+             per frame: encoder {:.0} MB + decoder {:.0} MB",
+            p50 * 1e3,
+            p99 * 1e3,
+            *enc as f64 / 1e6,
+            *dec as f64 / 1e6
+        );
+    }
+    println!("Projection (weight bytes per frame / the board's streaming bandwidth; a floor):");
+    let mut seen = std::collections::BTreeSet::new();
+    for (weights, _, _, _, (enc, dec)) in &frame_rows {
+        if seen.insert(weights.clone()) {
+            boards::print_projection(
+                &format!("{weights} enc+dec {} MB", (enc + dec) / 1_000_000),
+                (enc + dec) as f64,
+                frame_secs,
             );
         }
     }

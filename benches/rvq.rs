@@ -7,16 +7,15 @@ use edgecsm::kernels::{Kernels, Pool};
 use edgecsm::mimi::rvq::{Codebook, SplitRvq};
 use std::time::Instant;
 
-/// A deterministic test signal.
+/// The unit tests' deterministic test-data generator (one for the whole project).
+#[path = "../src/kernels/test_rand.rs"]
+mod test_rand;
+
+/// A deterministic test signal: a sine and a little noise.
 fn signal(n: usize) -> Vec<f32> {
-    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    let noise = test_rand::rand_vec(n, 1);
     (0..n)
-        .map(|i| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (i as f32 * 0.37).sin() * 0.5 + ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
-        })
+        .map(|i| (i as f32 * 0.37).sin() * 0.5 + 0.05 * noise[i])
         .collect()
 }
 
@@ -40,7 +39,7 @@ fn main() {
     let reps = 2000;
     let t = Instant::now();
     for _ in 0..reps {
-        pools[1].run(&|_, _| {});
+        pools[1].run(2, &|_| {});
     }
     println!(
         "empty job on the 2-thread pool: {:.2} us",

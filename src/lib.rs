@@ -5,6 +5,7 @@
 //! safetensors, validation, quantization) -> model code -> streaming -> CLI/daemon.
 
 pub mod audio;
+pub mod config;
 pub mod csm;
 pub mod daemon;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod kernels;
 pub mod mimi;
 pub mod quantize;
 pub mod stream;
+pub mod synth;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -45,6 +45,9 @@ enum Command {
     /// Run the voice daemon: CSM speech on ALSA playback, live voice context from capture,
     /// controlled over a Unix socket (JSON lines).
     Serve(cli::serve::ServeArgs),
+    /// Write a random-weight model of a published shape (csm-1b, kyutai/mimi) for benchmarks
+    /// and board tests: not speech.
+    Synth(cli::synth::SynthArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -163,7 +166,7 @@ fn run(cli: Cli) -> edgecsm::Result<()> {
         return Err(edgecsm::Error::Invalid(format!(
             "--threads {} is more than {MAX_THREADS} (0 = one per core, here {})",
             cli.threads,
-            cli::thread_count(0)
+            edgecsm::kernels::pool::thread_count(0)
         )));
     }
     Kernels::init()?;
@@ -176,7 +179,8 @@ fn run(cli: Cli) -> edgecsm::Result<()> {
         Command::Decode(a) => Some(&a.out),
         Command::Say(a) => Some(&a.out),
         Command::Generate(a) => Some(&a.out),
-        Command::Loop(_) | Command::Devices | Command::Serve(_) => None,
+        // synth writes a model directory by its own rules (not yet under the output policy)
+        Command::Loop(_) | Command::Devices | Command::Serve(_) | Command::Synth(_) => None,
     };
     // with `--out -` the summary goes to stderr: stdout carries the output
     let to_stdout = out.is_some_and(|p| is_stdout(p));
@@ -195,6 +199,7 @@ fn run(cli: Cli) -> edgecsm::Result<()> {
         Command::Loop(args) => cli::audio::run_loop(ctx.threads, args),
         Command::Devices => cli::audio::run_devices(),
         Command::Serve(args) => cli::serve::run_serve(ctx.threads, args),
+        Command::Synth(args) => report(cli::synth::run(args)?, false),
     }
 }
 

@@ -5,6 +5,8 @@
 //! `edgecsm devices` lists PCMs. The CLI runs as a child process with its own ALSA config.
 #![cfg(feature = "alsa")]
 
+mod common;
+
 use edgecsm::mimi::Mimi;
 use edgecsm::stream::alsa_pcm::f32_to_s16;
 use edgecsm::stream::{AlsaCapture, AlsaPlayback, StreamConfig};
@@ -31,13 +33,11 @@ fn edgecsm(args: &[&str], asoundrc: Option<&Path>) -> Output {
 
 /// A test signal: a chirp plus a little deterministic noise, in [-0.6, 0.6].
 fn signal(n: usize) -> Vec<f32> {
-    let mut seed = 12345u32;
+    let noise = common::rand_vec(n, 12345);
     (0..n)
         .map(|i| {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let noise = (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
             let t = i as f32 / 24_000.0;
-            0.5 * (2.0 * std::f32::consts::PI * (200.0 + 900.0 * t) * t).sin() + 0.1 * noise
+            0.5 * (2.0 * std::f32::consts::PI * (200.0 + 900.0 * t) * t).sin() + 0.05 * noise[i]
         })
         .collect()
 }

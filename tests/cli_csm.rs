@@ -281,6 +281,26 @@ fn say_rejects_bad_models_and_contexts() {
     }
     let e = say(&["--context", p(&d.path().join("absent.json"))]);
     assert!(e.contains("absent.json"), "{e}");
+
+    // a config whose KV cache cannot exist (this used to panic with a capacity overflow)
+    let huge = d.path().join("huge-model");
+    std::fs::create_dir(&huge).unwrap();
+    for f in std::fs::read_dir(bundled()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, huge.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = std::fs::read_to_string(huge.join("config.json")).unwrap();
+    let cfg = cfg.replace(
+        "\"max_position_embeddings\": 128,",
+        "\"max_position_embeddings\": 4611686018427387904,",
+    );
+    assert!(cfg.contains("4611686018427387904"));
+    std::fs::write(huge.join("config.json"), cfg).unwrap();
+    let e = say(&["--model", p(&huge)]);
+    assert!(
+        e.contains("config.json") && e.contains("`max_position_embeddings` 4611686018427387904"),
+        "{e}"
+    );
     let e = fails(
         &["say", "Hi", "--out", p(&out), "--max-seconds=-1"],
         repo(),

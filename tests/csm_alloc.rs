@@ -23,7 +23,7 @@ fn generated_frames_allocate_nothing_after_warm_up() {
     for name in names {
         let dir = fixture_root().join(&name);
         let mut csm = load(&dir);
-        csm.set_pool(Arc::new(Pool::new(2)));
+        csm.set_pool(Arc::new(Pool::new(2))).unwrap();
         let csm = Arc::new(csm);
         let ids = u32s(&dir.join("context_input_ids.npy")).0;
         let codes = u32s(&dir.join("context_audio_codes.npy")).0;

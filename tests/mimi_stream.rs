@@ -2,6 +2,7 @@
 //! boundaries, and positions far past any table (fast-forwarded and run). The timing behind
 //! the RVQ search's serial/parallel cut-over is `benches/rvq.rs`.
 
+mod common;
 mod mimi_common;
 
 use edgecsm::kernels::Pool;
@@ -151,18 +152,15 @@ fn fast_forwarded_positions_give_the_same_output() {
 
 /// A deterministic test signal: a few sines and some noise.
 fn signal(n: usize) -> Vec<f32> {
-    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    let noise = common::rand_vec(n, 7);
     (0..n)
         .map(|i| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
             let t = i as f32 / 24000.0;
             0.4 * (2.0 * std::f32::consts::PI * 220.0 * t).sin()
                 + 0.2
                     * (2.0 * std::f32::consts::PI * 1330.0 * t * (1.0 + 0.1 * (0.7 * t).sin()))
                         .sin()
-                + 0.05 * ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+                + 0.025 * noise[i]
         })
         .collect()
 }

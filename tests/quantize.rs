@@ -20,18 +20,6 @@ struct T {
     values: Vec<f32>,
 }
 
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 fn encode(dtype: &str, v: &[f32]) -> Vec<u8> {
     match dtype {
         "F32" => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -89,7 +77,7 @@ fn write_st(path: &Path, tensors: &[&T]) {
 
 fn t(name: &'static str, dtype: &'static str, shape: &[usize], seed: u64) -> T {
     let n = shape.iter().product();
-    let mut values = rand_vec(n, seed);
+    let mut values = common::rand_vec(n, seed);
     if dtype == "I64" {
         values = (0..n).map(|i| i as f32).collect();
     }
@@ -204,7 +192,7 @@ fn check_products(t: &T, m: &Mat) {
     let (rows, cols) = (m.rows(), m.cols());
     let w = stored(t);
     let n = 3;
-    let x = rand_vec(n * cols, 99);
+    let x = common::rand_vec(n * cols, 99);
     let mut y = vec![0f32; n * rows];
     let mut s = QScratch::new(n, cols);
     matmul(k, &pool, m, &x, &mut y, &mut s);
@@ -293,7 +281,10 @@ fn q8_conversion_follows_the_policy_and_loads_zero_copy() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(meta["format"], "edgecsm");
-    assert_eq!(meta["edgecsm_version"], "1");
+    assert_eq!(
+        meta["edgecsm_version"],
+        edgecsm::weights::FORMAT_VERSION.to_string()
+    );
     assert_eq!(meta["dtype"], "q8");
     assert_eq!(meta["source_file"], "model.safetensors");
     assert_eq!(meta["source_sha256"], sha);

@@ -282,13 +282,9 @@ fn serve_over_the_socket() {
         log,
     };
     wait_for("the daemon's socket", 60, || {
-        daemon.log().contains("serve: listening") || matches!(daemon.child.try_wait(), Ok(Some(_)))
+        daemon.log().contains("listening on") || matches!(daemon.child.try_wait(), Ok(Some(_)))
     });
-    assert!(
-        daemon.log().contains("serve: listening"),
-        "{}",
-        daemon.log()
-    );
+    assert!(daemon.log().contains("listening on"), "{}", daemon.log());
     assert!(daemon.log().contains("random-weight"), "{}", daemon.log());
     let mode = std::fs::metadata(&daemon.socket)
         .unwrap()
@@ -324,7 +320,9 @@ fn serve_over_the_socket() {
         "/latency/frame_compute_ms/p99",
         "/latency/frame_compute_ms/max",
         "/latency/generation_frame_ms/p99",
-        "/latency/capture_to_codes_ms/p99",
+        "/latency/capture_to_gate_ms/p99",
+        "/latency/playback_wait_ms/p99",
+        "/latency/user_turn_ms/p99",
         "/latency/text_to_first_sound_ms/count",
         "/latency/bound_ms",
         "/counters/xruns",

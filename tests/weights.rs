@@ -368,7 +368,11 @@ fn q8_tensors_are_validated_and_mapped() {
     let db: Vec<u8> = d.iter().flat_map(|v| v.to_le_bytes()).collect();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("q.safetensors");
-    let meta = json!({"format": "edgecsm", "q8_shapes": json!({"w": [rows, cols]}).to_string()});
+    let meta = json!({
+        "format": "edgecsm",
+        "edgecsm_version": edgecsm::weights::FORMAT_VERSION.to_string(),
+        "q8_shapes": json!({"w": [rows, cols]}).to_string()
+    });
     write_st(
         &p,
         &[

@@ -79,11 +79,6 @@ pub fn run_loop(threads: usize, a: LoopArgs) -> edgecsm::Result<()> {
         )));
     }
     let mut mimi = Mimi::load(&a.model)?;
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    };
     mimi.set_pool(Arc::new(Pool::new(threads)));
     let mimi = Arc::new(mimi);
     let n_q = a.codebooks.unwrap_or(mimi.num_quantizers());

@@ -174,7 +174,7 @@ pub fn load_csm(dir: &Path, threads: usize) -> Result<Arc<Csm>> {
         )));
     }
     let mut csm = Csm::load(dir)?;
-    csm.set_pool(Arc::new(Pool::new(super::thread_count(threads))));
+    csm.set_pool(Arc::new(Pool::new(threads)))?;
     Ok(Arc::new(csm))
 }
 
@@ -311,14 +311,25 @@ pub fn run(threads: usize, a: GenerateArgs) -> Result<String> {
     let positions = ids.len();
     let n = d.num_codebooks;
     let mut out: Vec<u32> = Vec::with_capacity(max_frames * n);
+    let t0 = std::time::Instant::now();
+    let mut marks = Vec::with_capacity(max_frames);
     let g = conv.generate(
         Segment::new(label, ids, codes),
         &sampling.options(max_frames),
         |f| {
             out.extend_from_slice(f);
+            marks.push(t0.elapsed().as_secs_f64());
             ControlFlow::Continue(())
         },
     )?;
+    let timing = match (marks.first(), marks.last()) {
+        (Some(first), Some(last)) if marks.len() > 1 => format!(
+            "; first frame after {first:.2} s, then {:.0} ms per frame",
+            (last - first) / (marks.len() - 1) as f64 * 1e3
+        ),
+        (Some(first), _) => format!("; first frame after {first:.2} s"),
+        _ => String::new(),
+    };
     let rows: Vec<Vec<u32>> = (0..n)
         .map(|q| out.iter().skip(q).step_by(n).copied().collect())
         .collect();
@@ -332,7 +343,7 @@ pub fn run(threads: usize, a: GenerateArgs) -> Result<String> {
         describe_stop(&g.stop)
     };
     Ok(format!(
-        "{}: {} positions -> {} frames x {n} codebooks ({}; stop: {stop}) -> {}",
+        "{}: {} positions -> {} frames x {n} codebooks ({}; stop: {stop}{timing}) -> {}",
         a.input_ids.display(),
         positions,
         g.frames,

@@ -8,6 +8,7 @@ pub mod encode;
 pub mod generate;
 pub mod say;
 pub mod serve;
+pub mod synth;
 
 use edgecsm::Result;
 use edgecsm::csm::CsmConfig;
@@ -17,15 +18,6 @@ use edgecsm::mimi::{Mimi, MimiConfig};
 use edgecsm::weights::Weights;
 use std::path::Path;
 use std::sync::Arc;
-
-/// Threads to compute on: `threads`, or one per core when 0.
-pub fn thread_count(threads: usize) -> usize {
-    if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    }
-}
 
 /// Whether `dir/config.json` describes a CSM checkpoint (`"model_type": "csm"`), whose Mimi
 /// codec is nested under `codec_config` / `codec_model.`. An unreadable config is "no": the
@@ -57,9 +49,6 @@ pub fn load_mimi(dir: &Path, threads: usize) -> Result<Mimi> {
     } else {
         Mimi::load(dir)?
     };
-    let threads = thread_count(threads);
-    if threads > 1 {
-        mimi.set_pool(Arc::new(Pool::new(threads)));
-    }
+    mimi.set_pool(Arc::new(Pool::new(threads)));
     Ok(mimi)
 }

@@ -136,6 +136,8 @@ struct Progress {
     start: Instant,
     last: f64,
     frame_seconds: f64,
+    /// When the first frame was decoded (s since start).
+    first: Option<f64>,
 }
 
 impl Progress {
@@ -145,6 +147,7 @@ impl Progress {
             start: Instant::now(),
             last: 0.0,
             frame_seconds,
+            first: None,
         }
     }
 
@@ -159,11 +162,21 @@ impl Progress {
         } else {
             0.0
         };
-        format!("{frames} frames, {audio:.2} s of audio, real-time factor {rtf:.2}")
+        let mut line = format!("{frames} frames, {audio:.2} s of audio, real-time factor {rtf:.2}");
+        if let Some(first) = self.first
+            && frames > 1
+        {
+            line += &format!(
+                " (first frame after {first:.2} s, then {:.0} ms per frame)",
+                (self.elapsed() - first) / (frames - 1) as f64 * 1e3
+            );
+        }
+        line
     }
 
     fn frame(&mut self, frames: usize) {
         let t = self.elapsed();
+        self.first.get_or_insert(t);
         if t - self.last >= 1.0 {
             self.last = t;
             let line = format!("say: {}", self.line(frames));

@@ -33,7 +33,8 @@ pub struct ServeArgs {
     /// Speaker id of the user's turns in the conversation.
     #[arg(long, default_value_t = 1)]
     pub user_speaker: u32,
-    /// Default longest utterance in seconds (a `say` may set `max_seconds`).
+    /// Longest utterance in seconds: the default of a `say`, and the most its `max_seconds`
+    /// may ask for (the speech ring holds one whole utterance).
     #[arg(long, default_value_t = 20.0)]
     pub max_seconds: f64,
     /// Longest user turn kept in one piece, in seconds (also capped at half the model's
@@ -49,12 +50,13 @@ pub struct ServeArgs {
     /// Quiet 80 ms frames in a row that end a user turn.
     #[arg(long, default_value_t = 6)]
     pub vad_hangover: u32,
-    /// Generated frames queued before an utterance starts playing.
+    /// Generated frames queued at least before an utterance starts playing (more when
+    /// generation is slower than real time: playback starts when the rest will arrive in time).
     #[arg(long, default_value_t = 2)]
     pub prebuffer: usize,
-    /// Decoded frames generation may run ahead of playback.
+    /// Decoded frames generation may run ahead of playback once an utterance plays.
     #[arg(long, default_value_t = 8)]
-    pub speech_ring: usize,
+    pub lead: usize,
     /// Periods (80 ms) per device buffer.
     #[arg(long, default_value_t = 3)]
     pub periods: u32,
@@ -113,7 +115,7 @@ pub fn run_serve(threads: usize, a: ServeArgs) -> edgecsm::Result<()> {
         hangover: a.vad_hangover,
     };
     cfg.prebuffer = a.prebuffer;
-    cfg.speech_ring = a.speech_ring;
+    cfg.lead = a.lead;
     cfg.stream.periods = a.periods;
     cfg.stream.prefill = a.prefill;
     cfg.stream.channels = a.channels;
@@ -127,8 +129,9 @@ pub fn run_serve(threads: usize, a: ServeArgs) -> edgecsm::Result<()> {
     let daemon = Daemon::start(cfg)?;
     let info = daemon.info();
     eprintln!(
-        "serve: listening on {} (mode 0600); {} -> CSM {} ({} threads) -> {}; barge-in {}; \
-         latency bound {:.1} ms; user turns up to {} frames",
+        "serve: ready in {:.0} ms, listening on {} (mode 0600); {} -> CSM {} ({} threads) -> {}; \
+         barge-in {}; latency bound {:.1} ms; user turns up to {} frames",
+        daemon.status()["ready_ms"].as_f64().unwrap_or(0.0),
         daemon.socket_path().display(),
         info.capture,
         info.model,
@@ -166,14 +169,16 @@ fn log_line(s: &serde_json::Value) -> String {
     let l = &s["latency"];
     let c = &s["counters"];
     format!(
-        "frame p50/p99/max {}/{}/{} ms; generation frame p99 {} ms; capture->codes p99 {} ms; \
-         text->first sound last {} ms; xruns {}, underruns {}, speech underruns {}, dropped {}; \
-         bound {} ms; conversation {} segments / {} positions",
+        "frame p50/p99/max {}/{}/{} ms; generation frame p50/p99 {}/{} ms; playback wait max {} \
+         ms; user turn p99 {} ms; text->first sound last {} ms; xruns {}, underruns {}, speech \
+         underruns {}, dropped {}; bound {} ms; conversation {} segments / {} positions",
         l["frame_compute_ms"]["p50"],
         l["frame_compute_ms"]["p99"],
         l["frame_compute_ms"]["max"],
+        l["generation_frame_ms"]["p50"],
         l["generation_frame_ms"]["p99"],
-        l["capture_to_codes_ms"]["p99"],
+        l["playback_wait_ms"]["max"],
+        l["user_turn_ms"]["p99"],
         l["text_to_first_sound_ms"]["last"],
         c["xruns"],
         c["underruns"],

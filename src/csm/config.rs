@@ -3,19 +3,23 @@
 //!
 //! The file nests three configurations: the backbone's fields at the top level, the depth
 //! decoder's under `depth_decoder_config`, and the Mimi codec's under `codec_config` (parsed by
-//! [`MimiConfig`]). A missing key takes the transformers default (the csm-1b value). Keys that
-//! change the maths are honoured or, for variants this crate does not implement, rejected with
-//! [`Error::BadConfig`] naming the key; unknown keys are rejected unless listed as harmless.
+//! [`MimiConfig`]). A missing or null key takes the transformers default (the csm-1b value).
+//! Keys that change the maths are honoured or, for variants this crate does not implement,
+//! rejected with [`crate::Error::BadConfig`] naming the key; unknown keys are rejected unless
+//! listed as harmless. Sizes are checked against [`crate::config::limits`].
 
-use crate::mimi::config::json_eq;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
+use crate::Result;
+use crate::config::{self, Is, Only, Positive, RawRope, limits, nullable};
 use crate::kernels::rope::Llama3Scaling;
 use crate::mimi::MimiConfig;
-use crate::{Error, Result};
+use crate::mimi::config::RawMimi;
 
 /// Keys accepted and ignored at either level: metadata and training/initialisation settings.
 pub const HARMLESS_KEYS: &[&str] = &[
@@ -96,412 +100,302 @@ pub struct CsmConfig {
 }
 
 impl TransformerConfig {
-    /// The csm-1b backbone.
-    fn csm_1b_backbone() -> Self {
-        TransformerConfig {
-            hidden_size: 2048,
-            intermediate_size: 8192,
-            num_hidden_layers: 16,
-            num_attention_heads: 32,
-            num_key_value_heads: 8,
-            head_dim: 64,
-            rms_norm_eps: 1e-5,
-            max_position_embeddings: 2048,
-            rope_theta: 500000.0,
-            rope_scaling: None,
-        }
-    }
-
-    /// The csm-1b depth decoder.
-    fn csm_1b_depth() -> Self {
-        TransformerConfig {
-            hidden_size: 1024,
-            intermediate_size: 8192,
-            num_hidden_layers: 4,
-            num_attention_heads: 8,
-            num_key_value_heads: 2,
-            head_dim: 128,
-            rms_norm_eps: 1e-5,
-            max_position_embeddings: 33,
-            rope_theta: 500000.0,
-            rope_scaling: None,
-        }
-    }
-
     /// Query heads per key/value head.
     pub fn group_size(&self) -> usize {
         self.num_attention_heads / self.num_key_value_heads
     }
+
+    /// Sizes within [`crate::config::limits`], then the head layout; `prefix` places the stack's
+    /// keys in the file.
+    fn check(&self, prefix: &str) -> std::result::Result<(), String> {
+        use limits::*;
+        config::fields_in_ranges!(
+            self,
+            prefix,
+            hidden_size: 1..=HIDDEN_SIZE,
+            intermediate_size: 1..=INTERMEDIATE_SIZE,
+            num_hidden_layers: 0..=LAYERS,
+            num_attention_heads: 1..=HEADS,
+            num_key_value_heads: 1..=HEADS,
+            head_dim: 1..=HEAD_DIM,
+            max_position_embeddings: 1..=POSITIONS,
+        )?;
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
+            return Err(format!(
+                "`{prefix}num_attention_heads` {} is not a multiple of \
+                 `{prefix}num_key_value_heads` {}",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(format!(
+                "`{prefix}head_dim` {} must be even (RoPE rotates half-dimension pairs)",
+                self.head_dim
+            ));
+        }
+        let t = self;
+        let sizes = [
+            t.num_hidden_layers,
+            t.max_position_embeddings,
+            t.num_key_value_heads,
+            t.head_dim,
+        ];
+        config::kv_cache_fits(prefix, "max_position_embeddings", sizes)
+    }
 }
 
-/// Reads keys out of one JSON object, remembering which were looked at; errors name `prefix`.
-struct Reader<'a> {
-    obj: &'a Map<String, Value>,
-    path: &'a Path,
-    prefix: &'static str,
-    seen: BTreeSet<String>,
-}
-
-impl<'a> Reader<'a> {
-    fn err(&self, msg: String) -> Error {
-        Error::BadConfig {
-            path: self.path.to_path_buf(),
-            msg,
-        }
-    }
-
-    fn name(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
-    }
-
-    /// The value of `key`, or None when absent or null.
-    fn get(&mut self, key: &str) -> Option<&'a Value> {
-        self.seen.insert(key.to_string());
-        self.obj.get(key).filter(|v| !v.is_null())
-    }
-
-    fn usize(&mut self, key: &str, default: usize) -> Result<usize> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| {
-                    self.err(format!(
-                        "`{}` must be a non-negative integer, got {v}",
-                        self.name(key)
-                    ))
-                }),
-        }
-    }
-
-    fn positive(&mut self, key: &str, default: usize) -> Result<usize> {
-        let n = self.usize(key, default)?;
-        if n == 0 {
-            return Err(self.err(format!("`{}` must be at least 1, got 0", self.name(key))));
-        }
-        Ok(n)
-    }
-
-    fn positive_f64(&mut self, key: &str, default: f64) -> Result<f64> {
-        let x = match self.get(key) {
-            None => default,
-            Some(v) => v.as_f64().ok_or_else(|| {
-                self.err(format!("`{}` must be a number, got {v}", self.name(key)))
-            })?,
-        };
-        if !(x.is_finite() && x > 0.0) {
-            return Err(self.err(format!(
-                "`{}` must be a positive number, got {x}",
-                self.name(key)
-            )));
-        }
-        Ok(x)
-    }
-
-    /// Requires `key` (if present and not null) to equal `want`; `why` says what is implemented.
-    fn require(&mut self, key: &str, want: &Value, why: &str) -> Result<()> {
-        match self.get(key) {
-            Some(v) if !json_eq(v, want) => Err(self.err(format!(
-                "`{}` = {v} is not supported (only {want}: {why})",
-                self.name(key)
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    fn model_type(&mut self, want: &str) -> Result<()> {
-        match self.get("model_type") {
-            Some(v) if v.as_str() != Some(want) => Err(self.err(format!(
-                "`{}` is {v}, expected \"{want}\"",
-                self.name("model_type")
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// Fails on any key that was neither read nor is harmless.
-    fn finish(&self) -> Result<()> {
-        for key in self.obj.keys() {
-            if !self.seen.contains(key) && !HARMLESS_KEYS.contains(&key.as_str()) {
-                return Err(self.err(format!(
-                    "unknown key `{}`: it may change the model and is not supported",
-                    self.name(key)
-                )));
+impl Default for CsmConfig {
+    /// sesame/csm-1b as transformers builds it from an empty config: plain RoPE (csm-1b's
+    /// `config.json` adds Llama-3 scaling) and the kyutai/mimi codec.
+    fn default() -> Self {
+        let stack = |hidden_size, num_hidden_layers, heads, kv_heads, head_dim, positions| {
+            TransformerConfig {
+                hidden_size,
+                intermediate_size: 8192,
+                num_hidden_layers,
+                num_attention_heads: heads,
+                num_key_value_heads: kv_heads,
+                head_dim,
+                rms_norm_eps: 1e-5,
+                max_position_embeddings: positions,
+                rope_theta: 500000.0,
+                rope_scaling: None,
             }
+        };
+        CsmConfig {
+            backbone: stack(2048, 16, 32, 8, 64, 2048),
+            depth_decoder: DepthDecoderConfig {
+                transformer: stack(1024, 4, 8, 2, 128, 33),
+                backbone_hidden_size: 2048,
+            },
+            codec: MimiConfig::default(),
+            num_codebooks: 32,
+            audio_vocab_size: 2051,
+            text_vocab_size: 128256,
+            bos_token_id: 128000,
+            audio_token_id: 128002,
+            audio_eos_token_id: 128003,
+            codebook_eos_token_id: 0,
+            codebook_pad_token_id: 2050,
+            tie_codebooks_embeddings: true,
         }
-        Ok(())
+    }
+}
+
+/// SwiGLU with SiLU.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum HiddenAct {
+    Silu,
+}
+
+const DEPTH: &str = "depth_decoder_config.";
+
+/// One level of `config.json` as written: the top level (backbone and model) or, nested in it,
+/// `depth_decoder_config`. The levels share the Llama-stack keys; a key of the other level is
+/// rejected by [`Level::misplaced`]. Every key is optional (null is the same as absent unless
+/// noted); [`CsmConfig::try_from`] fills in the defaults and checks the rest.
+#[allow(dead_code)] // the one-value switches are checked as they are read, never used
+#[derive(Debug, Default, Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct Level {
+    /// "csm" at the top, "csm_depth_decoder_model" in `depth_decoder_config`.
+    model_type: Option<String>,
+    // The Llama stack.
+    hidden_act: Option<HiddenAct>,
+    attention_bias: Option<Is<false>>,
+    mlp_bias: Option<Is<false>>,
+    /// Unsplit projections.
+    pretraining_tp: Option<Only<1>>,
+    hidden_size: Option<NonZeroUsize>,
+    intermediate_size: Option<NonZeroUsize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<NonZeroUsize>,
+    /// Absent: the csm-1b value; null: `num_attention_heads` (plain multi-head attention).
+    #[serde(default, deserialize_with = "nullable")]
+    num_key_value_heads: Option<Option<NonZeroUsize>>,
+    head_dim: Option<NonZeroUsize>,
+    rms_norm_eps: Option<Positive>,
+    max_position_embeddings: Option<NonZeroUsize>,
+    rope_theta: Option<Positive>,
+    rope_scaling: Option<RawRope>,
+    rope_parameters: Option<RawRope>,
+    // Both levels (they must agree).
+    num_codebooks: Option<NonZeroUsize>,
+    vocab_size: Option<NonZeroUsize>,
+    /// Used at the top; the depth decoder never sees text and ignores it.
+    bos_token_id: Option<usize>,
+    // The depth level only.
+    backbone_hidden_size: Option<NonZeroUsize>,
+    // The top level only.
+    text_vocab_size: Option<NonZeroUsize>,
+    audio_token_id: Option<usize>,
+    audio_eos_token_id: Option<usize>,
+    codebook_eos_token_id: Option<usize>,
+    codebook_pad_token_id: Option<usize>,
+    tie_codebooks_embeddings: Option<bool>,
+    depth_decoder_config: Option<Box<Level>>,
+    /// Absent: the kyutai/mimi codec (as transformers builds it).
+    codec_config: Option<RawMimi>,
+    /// Every other key: accepted only if harmless.
+    #[serde(flatten)]
+    other: BTreeMap<String, IgnoredAny>,
+}
+
+impl Level {
+    /// Checks `model_type`, and that every key belongs to this level (`prefix` "" for the top,
+    /// [`DEPTH`] for the depth decoder) and is known or harmless.
+    fn check_keys(&self, prefix: &str) -> std::result::Result<(), String> {
+        let want = if prefix.is_empty() {
+            "csm"
+        } else {
+            "csm_depth_decoder_model"
+        };
+        if let Some(t) = self.model_type.as_deref().filter(|t| *t != want) {
+            return Err(format!(
+                "`{prefix}model_type` is \"{t}\", expected \"{want}\""
+            ));
+        }
+        let top_only = [
+            ("text_vocab_size", self.text_vocab_size.is_some()),
+            ("audio_token_id", self.audio_token_id.is_some()),
+            ("audio_eos_token_id", self.audio_eos_token_id.is_some()),
+            (
+                "codebook_eos_token_id",
+                self.codebook_eos_token_id.is_some(),
+            ),
+            (
+                "codebook_pad_token_id",
+                self.codebook_pad_token_id.is_some(),
+            ),
+            (
+                "tie_codebooks_embeddings",
+                self.tie_codebooks_embeddings.is_some(),
+            ),
+            ("depth_decoder_config", self.depth_decoder_config.is_some()),
+            ("codec_config", self.codec_config.is_some()),
+        ];
+        let depth_only = [("backbone_hidden_size", self.backbone_hidden_size.is_some())];
+        let misplaced: &[_] = if prefix.is_empty() {
+            &depth_only
+        } else {
+            &top_only
+        };
+        if let Some((k, _)) = misplaced.iter().find(|(_, set)| *set) {
+            return Err(format!(
+                "unknown key `{prefix}{k}`: it may change the model and is not supported"
+            ));
+        }
+        config::only_harmless(&self.other, HARMLESS_KEYS, prefix)
     }
 
-    /// A Llama-style stack: sizes, norm, RoPE (both key styles) and the unsupported switches.
-    fn transformer(&mut self, d: &TransformerConfig) -> Result<TransformerConfig> {
-        self.require("hidden_act", &Value::from("silu"), "SwiGLU with SiLU")?;
-        self.require("attention_bias", &Value::from(false), "bias-free attention")?;
-        self.require("mlp_bias", &Value::from(false), "bias-free MLP")?;
-        self.require("pretraining_tp", &Value::from(1), "unsplit projections")?;
-        let hidden_size = self.positive("hidden_size", d.hidden_size)?;
-        let intermediate_size = self.positive("intermediate_size", d.intermediate_size)?;
-        let num_hidden_layers = self.usize("num_hidden_layers", d.num_hidden_layers)?;
-        let num_attention_heads = self.positive("num_attention_heads", d.num_attention_heads)?;
-        // transformers: an absent or null `num_key_value_heads` means plain multi-head attention
-        // for an explicit config; the csm-1b default applies only when the key is absent.
-        let num_key_value_heads = match self.obj.get("num_key_value_heads") {
-            Some(Value::Null) => num_attention_heads,
-            _ => self.positive("num_key_value_heads", d.num_key_value_heads)?,
-        };
-        self.seen.insert("num_key_value_heads".into());
-        let head_dim = self.positive("head_dim", hidden_size / num_attention_heads)?;
-        let rms_norm_eps = self.positive_f64("rms_norm_eps", d.rms_norm_eps)?;
-        let max_position_embeddings =
-            self.positive("max_position_embeddings", d.max_position_embeddings)?;
-        let (rope_theta, rope_scaling) = self.rope(d.rope_theta)?;
-
-        if num_attention_heads % num_key_value_heads != 0 {
-            return Err(self.err(format!(
-                "`{}` {num_attention_heads} is not a multiple of `{}` {num_key_value_heads}",
-                self.name("num_attention_heads"),
-                self.name("num_key_value_heads")
-            )));
-        }
-        if head_dim % 2 != 0 {
-            return Err(self.err(format!(
-                "`{}` {head_dim} must be even (RoPE rotates half-dimension pairs)",
-                self.name("head_dim")
-            )));
-        }
-        Ok(TransformerConfig {
+    /// This level's Llama stack, absent keys taken from `d`.
+    fn stack(
+        &self,
+        prefix: &str,
+        d: &TransformerConfig,
+    ) -> std::result::Result<TransformerConfig, String> {
+        let or = |v: Option<NonZeroUsize>, d: usize| v.map_or(d, NonZeroUsize::get);
+        let (hidden_size, heads) = (
+            or(self.hidden_size, d.hidden_size),
+            or(self.num_attention_heads, d.num_attention_heads),
+        );
+        let (rope_theta, rope_scaling) = config::rope(
+            prefix,
+            self.rope_theta,
+            self.rope_scaling.as_ref(),
+            self.rope_parameters.as_ref(),
+            d.rope_theta,
+        )?;
+        let t = TransformerConfig {
             hidden_size,
-            intermediate_size,
-            num_hidden_layers,
-            num_attention_heads,
-            num_key_value_heads,
-            head_dim,
-            rms_norm_eps,
-            max_position_embeddings,
+            intermediate_size: or(self.intermediate_size, d.intermediate_size),
+            num_hidden_layers: self.num_hidden_layers.unwrap_or(d.num_hidden_layers),
+            num_attention_heads: heads,
+            num_key_value_heads: match self.num_key_value_heads {
+                Some(None) => heads,
+                v => or(v.flatten(), d.num_key_value_heads),
+            },
+            head_dim: or(self.head_dim, hidden_size / heads),
+            rms_norm_eps: self.rms_norm_eps.map_or(d.rms_norm_eps, |p| p.0),
+            max_position_embeddings: or(self.max_position_embeddings, d.max_position_embeddings),
             rope_theta,
             rope_scaling,
-        })
-    }
-
-    /// RoPE: 4.x `rope_theta` + `rope_scaling` (null or a llama3 object), 5.x `rope_parameters`
-    /// (`rope_type` default or llama3, with `rope_theta` inside).
-    fn rope(&mut self, default_theta: f64) -> Result<(f64, Option<Llama3Scaling>)> {
-        let mut theta = self.positive_f64("rope_theta", default_theta)?;
-        let scaling = self.get("rope_scaling");
-        let params = self.get("rope_parameters");
-        let (key, obj) = match (scaling, params) {
-            (Some(_), Some(_)) => {
-                return Err(self.err(format!(
-                    "both `{}` and `{}` are set: use one",
-                    self.name("rope_scaling"),
-                    self.name("rope_parameters")
-                )));
-            }
-            (Some(v), None) => ("rope_scaling", v),
-            (None, Some(v)) => ("rope_parameters", v),
-            (None, None) => return Ok((theta, None)),
         };
-        let obj = obj.as_object().ok_or_else(|| {
-            self.err(format!("`{}` must be an object, got {obj}", self.name(key)))
-        })?;
-        let rope_type = obj
-            .get("rope_type")
-            .or_else(|| obj.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        let mut nums = std::collections::BTreeMap::new();
-        for (k, v) in obj {
-            let field = format!("{}.{k}", self.name(key));
-            match k.as_str() {
-                "rope_type" | "type" => {}
-                "partial_rotary_factor" if json_eq(v, &Value::from(1.0)) => {}
-                "rope_theta"
-                | "factor"
-                | "low_freq_factor"
-                | "high_freq_factor"
-                | "original_max_position_embeddings" => {
-                    let x = v
-                        .as_f64()
-                        .filter(|x| x.is_finite() && *x > 0.0)
-                        .ok_or_else(|| {
-                            self.err(format!("`{field}` must be a positive number, got {v}"))
-                        })?;
-                    nums.insert(k.as_str(), x);
+        t.check(prefix)?;
+        Ok(t)
+    }
+}
+
+impl TryFrom<Level> for CsmConfig {
+    type Error = String;
+
+    /// Defaults for the absent keys, then every cross-field and size check.
+    fn try_from(mut top: Level) -> std::result::Result<Self, String> {
+        let d = CsmConfig::default();
+        let or = |v: Option<NonZeroUsize>, d: usize| v.map_or(d, NonZeroUsize::get);
+        top.check_keys("")?;
+        let depth = top.depth_decoder_config.take().unwrap_or_default();
+        depth.check_keys(DEPTH)?;
+        let cfg = CsmConfig {
+            backbone: top.stack("", &d.backbone)?,
+            depth_decoder: DepthDecoderConfig {
+                transformer: depth.stack(DEPTH, &d.depth_decoder.transformer)?,
+                backbone_hidden_size: or(depth.backbone_hidden_size, 2048),
+            },
+            codec: match top.codec_config {
+                None => d.codec,
+                Some(raw) => {
+                    MimiConfig::try_from(raw).map_err(|m| format!("in `codec_config`: {m}"))?
                 }
-                _ => {
-                    return Err(self.err(format!(
-                        "`{field}` = {v} is not supported (only rope_type \"default\" or \
-                         \"llama3\" with rope_theta, factor, low_freq_factor, high_freq_factor, \
-                         original_max_position_embeddings)"
-                    )));
-                }
-            }
+            },
+            num_codebooks: or(top.num_codebooks, d.num_codebooks),
+            audio_vocab_size: or(top.vocab_size, d.audio_vocab_size),
+            text_vocab_size: or(top.text_vocab_size, d.text_vocab_size),
+            bos_token_id: top.bos_token_id.unwrap_or(d.bos_token_id),
+            audio_token_id: top.audio_token_id.unwrap_or(d.audio_token_id),
+            audio_eos_token_id: top.audio_eos_token_id.unwrap_or(d.audio_eos_token_id),
+            codebook_eos_token_id: top.codebook_eos_token_id.unwrap_or(d.codebook_eos_token_id),
+            codebook_pad_token_id: top.codebook_pad_token_id.unwrap_or(d.codebook_pad_token_id),
+            tie_codebooks_embeddings: top.tie_codebooks_embeddings.unwrap_or(true),
+        };
+        let n = cfg.num_codebooks;
+        let depth_codebooks = or(depth.num_codebooks, d.num_codebooks);
+        if depth_codebooks != n {
+            return Err(format!(
+                "`{DEPTH}num_codebooks` {depth_codebooks} != `num_codebooks` {n}"
+            ));
         }
-        if let Some(t) = nums.get("rope_theta") {
-            theta = *t;
+        let (vocab, depth_vocab) = (
+            cfg.audio_vocab_size,
+            or(depth.vocab_size, d.audio_vocab_size),
+        );
+        if depth_vocab != vocab {
+            return Err(format!(
+                "`{DEPTH}vocab_size` {depth_vocab} != `vocab_size` {vocab}"
+            ));
         }
-        match rope_type {
-            "default" => {
-                if let Some(k) = ["factor", "low_freq_factor", "high_freq_factor"]
-                    .iter()
-                    .find(|k| nums.contains_key(**k))
-                {
-                    return Err(self.err(format!(
-                        "`{}.{k}` is set but rope_type is \"default\"",
-                        self.name(key)
-                    )));
-                }
-                Ok((theta, None))
-            }
-            "llama3" => {
-                let need = |k: &str| {
-                    nums.get(k).copied().ok_or_else(|| {
-                        self.err(format!(
-                            "`{}.{k}` is required for rope_type \"llama3\"",
-                            self.name(key)
-                        ))
-                    })
-                };
-                let s = Llama3Scaling {
-                    factor: need("factor")?,
-                    low_freq_factor: need("low_freq_factor")?,
-                    high_freq_factor: need("high_freq_factor")?,
-                    original_max_position_embeddings: need("original_max_position_embeddings")?,
-                };
-                if s.high_freq_factor <= s.low_freq_factor {
-                    return Err(self.err(format!(
-                        "`{}`: high_freq_factor {} must exceed low_freq_factor {}",
-                        self.name(key),
-                        s.high_freq_factor,
-                        s.low_freq_factor
-                    )));
-                }
-                Ok((theta, Some(s)))
-            }
-            other => Err(self.err(format!(
-                "`{}.rope_type` = \"{other}\" is not supported (only \"default\" and \"llama3\")",
-                self.name(key)
-            ))),
-        }
+        cfg.check()?;
+        Ok(cfg)
     }
 }
 
 impl CsmConfig {
     /// Reads and validates `path` (a CSM `config.json`).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, path)
+        config::load::<Level, _>(path.as_ref())
     }
 
     /// Parses and validates config JSON; `path` only names the source in error messages.
     pub fn parse(json: &str, path: &Path) -> Result<Self> {
-        let bad = |msg: String| Error::BadConfig {
-            path: path.to_path_buf(),
-            msg,
-        };
-        let value: Value =
-            serde_json::from_str(json).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| bad("the top level must be a JSON object".into()))?;
-        let mut r = Reader {
-            obj,
-            path,
-            prefix: "",
-            seen: BTreeSet::new(),
-        };
-        r.model_type("csm")?;
-        let backbone = r.transformer(&TransformerConfig::csm_1b_backbone())?;
-        let num_codebooks = r.positive("num_codebooks", 32)?;
-        let audio_vocab_size = r.positive("vocab_size", 2051)?;
-        let text_vocab_size = r.positive("text_vocab_size", 128256)?;
-        let bos_token_id = r.usize("bos_token_id", 128000)?;
-        let audio_token_id = r.usize("audio_token_id", 128002)?;
-        let audio_eos_token_id = r.usize("audio_eos_token_id", 128003)?;
-        let codebook_eos_token_id = r.usize("codebook_eos_token_id", 0)?;
-        let codebook_pad_token_id = r.usize("codebook_pad_token_id", 2050)?;
-        let tie_codebooks_embeddings = match r.get("tie_codebooks_embeddings") {
-            None => true,
-            Some(v) => v.as_bool().ok_or_else(|| {
-                bad(format!(
-                    "`tie_codebooks_embeddings` must be a boolean, got {v}"
-                ))
-            })?,
-        };
-
-        let depth_obj = match r.get("depth_decoder_config") {
-            None => None,
-            Some(v) => Some(v.as_object().ok_or_else(|| {
-                bad(format!("`depth_decoder_config` must be an object, got {v}"))
-            })?),
-        };
-        let empty = Map::new();
-        let mut dr = Reader {
-            obj: depth_obj.unwrap_or(&empty),
-            path,
-            prefix: "depth_decoder_config.",
-            seen: BTreeSet::new(),
-        };
-        dr.model_type("csm_depth_decoder_model")?;
-        let depth = dr.transformer(&TransformerConfig::csm_1b_depth())?;
-        let depth_codebooks = dr.positive("num_codebooks", 32)?;
-        let depth_vocab = dr.positive("vocab_size", 2051)?;
-        let backbone_hidden_size = dr.positive("backbone_hidden_size", 2048)?;
-        // The depth decoder never sees text: its special token ids are meaningless.
-        for key in ["bos_token_id", "eos_token_id", "pad_token_id"] {
-            dr.get(key);
-        }
-        dr.finish()?;
-        if depth_codebooks != num_codebooks {
-            return Err(bad(format!(
-                "`depth_decoder_config.num_codebooks` {depth_codebooks} != `num_codebooks` \
-                 {num_codebooks}"
-            )));
-        }
-        if depth_vocab != audio_vocab_size {
-            return Err(bad(format!(
-                "`depth_decoder_config.vocab_size` {depth_vocab} != `vocab_size` {audio_vocab_size}"
-            )));
-        }
-
-        let codec = match r.get("codec_config") {
-            // transformers would build the default kyutai/mimi codec.
-            None => MimiConfig::default(),
-            Some(v) => {
-                if !v.is_object() {
-                    return Err(bad(format!("`codec_config` must be an object, got {v}")));
-                }
-                MimiConfig::parse(&v.to_string(), path).map_err(|e| match e {
-                    Error::BadConfig { msg, .. } => bad(format!("in `codec_config`: {msg}")),
-                    other => other,
-                })?
-            }
-        };
-        r.finish()?;
-
-        let cfg = CsmConfig {
-            backbone,
-            depth_decoder: DepthDecoderConfig {
-                transformer: depth,
-                backbone_hidden_size,
-            },
-            codec,
-            num_codebooks,
-            audio_vocab_size,
-            text_vocab_size,
-            bos_token_id,
-            audio_token_id,
-            audio_eos_token_id,
-            codebook_eos_token_id,
-            codebook_pad_token_id,
-            tie_codebooks_embeddings,
-        };
-        cfg.check().map_err(bad)?;
-        Ok(cfg)
+        config::parse::<Level, _>(json, path)
     }
 
-    /// Cross-field consistency; the message names the fields at fault.
+    /// Cross-field consistency and the model-level limits; the message names the fields at
+    /// fault.
     fn check(&self) -> std::result::Result<(), String> {
         let n = self.num_codebooks;
         let dd = &self.depth_decoder;
@@ -511,6 +405,18 @@ impl CsmConfig {
                  from the depth decoder)"
             ));
         }
+        config::in_ranges(
+            "",
+            &[
+                ("num_codebooks", n, 2..=limits::CODEBOOKS),
+                ("vocab_size", self.audio_vocab_size, 1..=limits::AUDIO_VOCAB),
+                (
+                    "text_vocab_size",
+                    self.text_vocab_size,
+                    1..=limits::TEXT_VOCAB,
+                ),
+            ],
+        )?;
         if dd.backbone_hidden_size != self.backbone.hidden_size {
             return Err(format!(
                 "`depth_decoder_config.backbone_hidden_size` {} != `hidden_size` {}",
@@ -578,7 +484,9 @@ impl CsmConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
     use crate::kernels::rope::Rope;
+    use serde_json::{Map, Value};
 
     /// sesame/csm-1b's config.json in the transformers 4.x layout, reconstructed from
     /// configuration_csm.py's defaults and transformers' convert_csm.py (which writes the
@@ -910,7 +818,7 @@ mod tests {
                         serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
                     );
                 }),
-                "`rope_scaling.rope_type` = \"yarn\"",
+                "`rope_scaling.rope_type`: unknown variant `yarn`",
             ),
             (
                 Box::new(|o| {
@@ -996,7 +904,7 @@ mod tests {
                         .unwrap()
                         .insert("pad_mode".into(), Value::from("reflect"));
                 }),
-                "in `codec_config`: `pad_mode`",
+                "`codec_config.pad_mode`: unknown variant `reflect`",
             ),
             (
                 Box::new(|o| {
@@ -1033,7 +941,7 @@ mod tests {
                 Box::new(|o| {
                     o.insert("rms_norm_eps".into(), Value::from(-1.0));
                 }),
-                "`rms_norm_eps` must be a positive number",
+                "`rms_norm_eps`: must be a positive number, got -1",
             ),
             (
                 Box::new(|o| {
@@ -1045,11 +953,92 @@ mod tests {
                 Box::new(|o| {
                     o.insert("tie_codebooks_embeddings".into(), Value::from("yes"));
                 }),
-                "`tie_codebooks_embeddings` must be a boolean",
+                "`tie_codebooks_embeddings`: invalid type: string \"yes\", expected a boolean",
             ),
         ];
         for (edit, want) in cases {
             let msg = err_msg(edited(edit));
+            assert!(
+                msg.contains(want),
+                "message {msg:?} does not contain {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn absurd_sizes_are_errors_naming_the_key() {
+        let big = 1u64 << 40;
+        let cases: &[(&[&str], u64, &str)] = &[
+            (
+                &["max_position_embeddings"],
+                1 << 62,
+                "`max_position_embeddings` 4611686018427387904 is above this runtime's limit",
+            ),
+            (
+                &["max_position_embeddings"],
+                1 << 20,
+                "a KV cache for `max_position_embeddings` 1048576 x `num_hidden_layers` 16",
+            ),
+            (
+                &["depth_decoder_config.num_hidden_layers"],
+                big,
+                "`depth_decoder_config.num_hidden_layers` 1099511627776 is above",
+            ),
+            (
+                &["hidden_size"],
+                big,
+                "`hidden_size` 1099511627776 is above",
+            ),
+            (
+                &["intermediate_size"],
+                big,
+                "`intermediate_size` 1099511627776",
+            ),
+            (
+                &["num_attention_heads"],
+                big,
+                "`num_attention_heads` 1099511627776",
+            ),
+            (
+                &["depth_decoder_config.head_dim"],
+                big,
+                "`depth_decoder_config.head_dim` 1099511627776 is above",
+            ),
+            (
+                &["text_vocab_size"],
+                big,
+                "`text_vocab_size` 1099511627776 is above",
+            ),
+            (
+                &["vocab_size", "depth_decoder_config.vocab_size"],
+                big,
+                "`vocab_size` 1099511627776 is above",
+            ),
+            (
+                &[
+                    "num_codebooks",
+                    "depth_decoder_config.num_codebooks",
+                    "depth_decoder_config.max_position_embeddings",
+                ],
+                big,
+                "`depth_decoder_config.max_position_embeddings` 1099511627776 is above",
+            ),
+            (
+                &["codec_config.codebook_size"],
+                big,
+                "in `codec_config`: `codebook_size` 1099511627776 is above",
+            ),
+        ];
+        for (keys, value, want) in cases {
+            let msg = err_msg(edited(|o| {
+                for key in *keys {
+                    let (obj, k) = match key.split_once('.') {
+                        Some((nested, k)) => (o[nested].as_object_mut().unwrap(), k),
+                        None => (&mut *o, *key),
+                    };
+                    obj.insert(k.into(), Value::from(*value));
+                }
+            }));
             assert!(
                 msg.contains(want),
                 "message {msg:?} does not contain {want:?}"

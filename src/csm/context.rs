@@ -112,6 +112,15 @@ impl Conversation {
         }
     }
 
+    /// Where the generation time went since the last [`Conversation::reset_profile`].
+    pub fn profile(&self) -> &crate::csm::generate::FrameProfile {
+        self.engine.profile()
+    }
+
+    pub fn reset_profile(&mut self) {
+        self.engine.reset_profile();
+    }
+
     pub fn model(&self) -> &Arc<Csm> {
         &self.csm
     }

@@ -7,11 +7,13 @@
 //! through `inputs_embeds_projector` (`[hidden, backbone_hidden]`). The hidden state at position
 //! `p >= 1` gives the logits of codebook `p` through `codebooks_head[p-1]`.
 //!
-//! `codebooks_head.weight` is stored `[N-1, hidden, vocab]` (the product is `h @ W[i]`); the
-//! kernels read `[rows = vocab, cols = hidden]`, so each head is transposed once at load time,
-//! keeping the stored precision (F32, F16; BF16 becomes F32, Q8 is dequantized to F32).
+//! `codebooks_head.weight` is stored `[N-1, hidden, vocab]` upstream (the product is
+//! `h @ W[i]`); the kernels read `[rows = vocab, cols = hidden]`. `edgecsm quantize` stores it
+//! transposed (`[N-1, vocab, hidden]`, see [`crate::weights::TRANSPOSED_KEY`]), and the heads
+//! are views of the memory map; an upstream checkpoint's heads are transposed at load time.
 
 use super::embed::Embeddings;
+use super::generate::{FrameProfile, elapsed_ns};
 use super::llama::{Llama, LlamaConfig, LlamaState};
 use super::sampling::{Sampler, SamplingParams};
 use crate::kernels::matmul::{Mat, matmul};
@@ -19,6 +21,7 @@ use crate::kernels::{Kernels, Pool, QScratch};
 use crate::weights::{WeightMatrix, Weights};
 use crate::{Error, Result};
 use half::f16;
+use std::time::Instant;
 
 pub const PREFIX: &str = "depth_decoder.model.";
 pub const PROJECTOR: &str = "depth_decoder.model.inputs_embeds_projector.weight";
@@ -59,30 +62,18 @@ impl DepthDecoder {
         let llama = Llama::load(&w.with_prefix(PREFIX), cfg, "depth decoder")?;
         let h = cfg.hidden_size;
         let proj = w.matrix(PROJECTOR, &[h, backbone_hidden])?;
-        let stored = w.matrix(CODEBOOKS_HEAD, &[num_codebooks - 1, h, vocab])?;
-        let name = stored.name().to_string();
-        let m = stored.mat();
-        let mut heads = Vec::with_capacity(num_codebooks - 1);
-        let mut row = Vec::new();
-        for i in 0..num_codebooks - 1 {
-            let hname = format!("{name}[{i}] (transposed)");
-            let t = match m {
-                Mat::F16 { w, .. } => {
-                    let src = &w[i * h * vocab..(i + 1) * h * vocab];
-                    WeightMatrix::from_f16(hname, vocab, h, transpose(src, h, vocab, f16::ZERO))
-                }
-                Mat::F32 { w, .. } => {
-                    let src = &w[i * h * vocab..(i + 1) * h * vocab];
-                    WeightMatrix::from_f32(hname, vocab, h, transpose(src, h, vocab, 0.0))
-                }
-                Mat::Q8 { .. } => {
-                    row.resize(h * vocab, 0.0);
-                    m.row_into(i, &mut row);
-                    WeightMatrix::from_f32(hname, vocab, h, transpose(&row, h, vocab, 0.0))
-                }
-            };
-            heads.push(t.expect("transposed head has vocab * hidden values"));
-        }
+        let heads = if w.is_transposed(CODEBOOKS_HEAD) {
+            // converted by `quantize`: already one [vocab, hidden] matrix per codebook
+            let stored = w.matrix(CODEBOOKS_HEAD, &[num_codebooks - 1, vocab, h])?;
+            stored.split(num_codebooks - 1, vocab, h).ok_or_else(|| {
+                Error::bad_tensor(
+                    stored.name(),
+                    "a transposed codebook head must be F16 or F32",
+                )
+            })?
+        } else {
+            transposed_heads(w, num_codebooks, h, vocab)?
+        };
         Ok(DepthDecoder {
             llama,
             proj,
@@ -101,10 +92,24 @@ impl DepthDecoder {
         self.num_codebooks
     }
 
-    /// Bytes of weights one frame reads: N-1 passes of the stack and projector, one head each.
-    pub fn frame_weight_bytes(&self) -> usize {
+    /// Bytes of weights one frame reads in the depth decoder's passes (N-1 of the projector
+    /// and the stack) and in its heads (one each).
+    pub fn frame_weight_bytes(&self) -> (usize, usize) {
         let pass = self.llama.weight_bytes() + self.proj.mat().bytes();
-        (self.num_codebooks - 1) * pass + self.heads.iter().map(|m| m.mat().bytes()).sum::<usize>()
+        (
+            (self.num_codebooks - 1) * pass,
+            self.heads.iter().map(|m| m.mat().bytes()).sum::<usize>(),
+        )
+    }
+
+    /// The projector and the stack's matrices (one pass).
+    pub fn pass_matrices(&self) -> impl Iterator<Item = &WeightMatrix> {
+        std::iter::once(&self.proj).chain(self.llama.matrices())
+    }
+
+    /// The codebook heads, `heads[i]` giving codebook `i + 1`.
+    pub fn heads(&self) -> &[WeightMatrix] {
+        &self.heads
     }
 
     /// Projects input rows `inp` (`[n, backbone_hidden]`) and runs them at the next positions;
@@ -146,6 +151,7 @@ impl DepthDecoder {
         sampler: &mut Sampler,
         params: &SamplingParams,
         limit: usize,
+        profile: &mut FrameProfile,
     ) -> Result<()> {
         let (n, bh, h) = (
             self.num_codebooks,
@@ -159,12 +165,18 @@ impl DepthDecoder {
         emb.code_into(0, frame[0], &mut st.inp[bh..2 * bh])?;
         let mut rows = 2;
         for (cb, head) in (1..n).zip(&self.heads) {
+            let t0 = Instant::now();
             let out = self.run(k, pool, &mut st.llama, &st.inp, &mut st.qs, rows)?;
             let last = &out[(rows - 1) * h..rows * h];
+            let t1 = Instant::now();
             matmul(k, pool, &head.mat(), last, &mut st.logits, &mut st.qs);
+            let t2 = Instant::now();
             let logits = &st.logits[..limit.clamp(1, st.logits.len())];
             super::generate::check_logits(logits, cb)?;
             let code = sampler.sample(logits, params);
+            profile.depth_ns += (t1 - t0).as_nanos() as u64;
+            profile.depth_heads_ns += (t2 - t1).as_nanos() as u64;
+            profile.sampling_ns += elapsed_ns(t2);
             frame[cb] = code;
             if cb + 1 < n {
                 emb.code_into(cb, code, &mut st.inp[..bh])?;
@@ -248,6 +260,42 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
             "depth decoder: {what} has {got} values, expected {want}"
         )))
     }
+}
+
+/// The heads of an upstream checkpoint (`[n - 1, hidden, vocab]`), each transposed into the
+/// `[vocab, hidden]` rows the kernels read, keeping the stored precision (BF16 becomes F32, Q8
+/// is dequantized to F32). A copy of every head: `quantize` stores them transposed instead.
+fn transposed_heads(
+    w: &Weights,
+    num_codebooks: usize,
+    h: usize,
+    vocab: usize,
+) -> Result<Vec<WeightMatrix>> {
+    let stored = w.matrix(CODEBOOKS_HEAD, &[num_codebooks - 1, h, vocab])?;
+    let name = stored.name().to_string();
+    let m = stored.mat();
+    let mut heads = Vec::with_capacity(num_codebooks - 1);
+    let mut row = Vec::new();
+    for i in 0..num_codebooks - 1 {
+        let hname = format!("{name}[{i}] (transposed)");
+        let t = match m {
+            Mat::F16 { w, .. } => {
+                let src = &w[i * h * vocab..(i + 1) * h * vocab];
+                WeightMatrix::from_f16(hname, vocab, h, transpose(src, h, vocab, f16::ZERO))
+            }
+            Mat::F32 { w, .. } => {
+                let src = &w[i * h * vocab..(i + 1) * h * vocab];
+                WeightMatrix::from_f32(hname, vocab, h, transpose(src, h, vocab, 0.0))
+            }
+            Mat::Q8 { .. } => {
+                row.resize(h * vocab, 0.0);
+                m.row_into(i, &mut row);
+                WeightMatrix::from_f32(hname, vocab, h, transpose(&row, h, vocab, 0.0))
+            }
+        };
+        heads.push(t.ok_or_else(|| Error::bad_tensor(&name, "transposed head size"))?);
+    }
+    Ok(heads)
 }
 
 /// `[rows, cols]` -> `[cols, rows]`.

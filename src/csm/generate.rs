@@ -19,6 +19,7 @@ use super::sampling::{Sampler, SamplingParams};
 use crate::kernels::QScratch;
 use crate::kernels::matmul::matmul;
 use crate::{Error, Result};
+use std::time::Instant;
 
 /// Backbone tokens per prefill chunk by default.
 pub const DEFAULT_PREFILL_CHUNK: usize = 64;
@@ -109,6 +110,39 @@ pub(crate) enum FrameKind {
     Invalid { codebook: usize, code: u32 },
 }
 
+/// Where the time of generated frames went (nanoseconds, accumulated since the last
+/// [`FrameEngine::reset_profile`]): a few clock reads per step, cheap next to the work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameProfile {
+    /// Frames produced by [`FrameEngine::next_frame`].
+    pub frames: u64,
+    /// Backbone steps of one audio frame each ([`FrameEngine::feed_frame`]) and their time.
+    pub backbone_steps: u64,
+    pub backbone_ns: u64,
+    /// Prompt positions prefilled and their time (backbone only).
+    pub prefill_tokens: u64,
+    pub prefill_ns: u64,
+    /// The codebook-0 head.
+    pub head0_ns: u64,
+    /// Depth-decoder passes (input projection + stack), all codebooks.
+    pub depth_ns: u64,
+    /// Depth-decoder codebook heads.
+    pub depth_heads_ns: u64,
+    /// Sampling (codebook 0 and the depth codebooks).
+    pub sampling_ns: u64,
+}
+
+impl FrameProfile {
+    /// Time of the frame work proper (backbone step, heads, depth decoder, sampling).
+    pub fn frame_ns(&self) -> u64 {
+        self.backbone_ns + self.head0_ns + self.depth_ns + self.depth_heads_ns + self.sampling_ns
+    }
+}
+
+pub(crate) fn elapsed_ns(t: Instant) -> u64 {
+    t.elapsed().as_nanos() as u64
+}
+
 /// Backbone and depth-decoder state plus every buffer a frame needs (see the module docs).
 #[derive(Debug)]
 pub struct FrameEngine {
@@ -123,6 +157,7 @@ pub struct FrameEngine {
     frame: Vec<u32>,
     sampler: Sampler,
     qs: QScratch,
+    profile: FrameProfile,
 }
 
 /// An error when a codebook's logits hold a NaN or an infinity: the weights (or what was fed
@@ -154,7 +189,17 @@ impl FrameEngine {
             frame: vec![0; d.num_codebooks],
             sampler: Sampler::new(0, d.audio_vocab),
             qs: QScratch::new(prefill_chunk.max(1), h),
+            profile: FrameProfile::default(),
         }
+    }
+
+    /// Where the time of the frames so far went.
+    pub fn profile(&self) -> &FrameProfile {
+        &self.profile
+    }
+
+    pub fn reset_profile(&mut self) {
+        self.profile = FrameProfile::default();
     }
 
     /// Forgets every position.
@@ -252,7 +297,10 @@ impl FrameEngine {
                     csm.embed.text_into(id, row)?;
                 }
             }
+            let t0 = Instant::now();
             let out = self.backbone.forward(&csm.backbone, k, pool, chunk.len())?;
+            self.profile.prefill_ns += elapsed_ns(t0);
+            self.profile.prefill_tokens += chunk.len() as u64;
             let t = chunk.len();
             self.hidden.copy_from_slice(&out[(t - 1) * h..t * h]);
             self.has_hidden = true;
@@ -278,6 +326,7 @@ impl FrameEngine {
                 csm.dims().backbone.max_positions
             )));
         }
+        let t0 = Instant::now();
         let row = &mut self.backbone.input_mut(1)[..h];
         csm.embed.frame_into(frame, row, &mut self.tmp)?;
         let out = self
@@ -285,6 +334,8 @@ impl FrameEngine {
             .forward(&csm.backbone, csm.kernels(), csm.pool(), 1)?;
         self.hidden.copy_from_slice(out);
         self.has_hidden = true;
+        self.profile.backbone_ns += elapsed_ns(t0);
+        self.profile.backbone_steps += 1;
         Ok(())
     }
 
@@ -312,6 +363,7 @@ impl FrameEngine {
             ));
         }
         let (k, pool) = (csm.kernels(), csm.pool());
+        let t0 = Instant::now();
         matmul(
             k,
             pool,
@@ -320,9 +372,13 @@ impl FrameEngine {
             &mut self.logits,
             &mut self.qs,
         );
+        let t1 = Instant::now();
         let limit = limit.clamp(1, self.logits.len());
         check_logits(&self.logits[..limit], 0)?;
         self.frame[0] = self.sampler.sample(&self.logits[..limit], backbone);
+        self.profile.head0_ns += (t1 - t0).as_nanos() as u64;
+        self.profile.sampling_ns += elapsed_ns(t1);
+        self.profile.frames += 1;
         csm.depth.complete_frame(
             k,
             pool,
@@ -333,6 +389,7 @@ impl FrameEngine {
             &mut self.sampler,
             depth,
             limit,
+            &mut self.profile,
         )?;
         Ok(&self.frame)
     }

@@ -65,6 +65,13 @@ impl LlamaConfig {
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
             return bad(format!("bad rms_norm_eps {}", self.rms_norm_eps));
         }
+        let sizes = [
+            self.num_layers,
+            self.max_positions,
+            self.num_kv_heads,
+            self.head_dim,
+        ];
+        crate::config::kv_cache_fits("", "max_position_embeddings", sizes).or_else(bad)?;
         Rope::new(self.head_dim, self.rope_theta, self.rope_scaling)
             .map_err(|e| Error::Invalid(format!("{what} config: {e}")))?;
         Ok(())
@@ -142,13 +149,16 @@ impl Llama {
         &self.cfg
     }
 
-    /// Bytes of weights one forward pass reads (matrices only).
-    pub fn weight_bytes(&self) -> usize {
+    /// The weight matrices of one forward pass, in the order it multiplies by them.
+    pub fn matrices(&self) -> impl Iterator<Item = &WeightMatrix> {
         self.layers
             .iter()
             .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
-            .map(|m| m.mat().bytes())
-            .sum()
+    }
+
+    /// Bytes of weights one forward pass reads (matrices only).
+    pub fn weight_bytes(&self) -> usize {
+        self.matrices().map(|m| m.mat().bytes()).sum()
     }
 }
 
@@ -572,6 +582,15 @@ pub(crate) mod tests {
         let mut wrong = cfg.clone();
         wrong.num_kv_heads = 3;
         assert!(Llama::load(&w, &wrong, "test").is_err());
+        // a KV cache past the limit is refused before any state is built (it used to panic
+        // with a capacity overflow in KvCache::new)
+        let mut wrong = cfg.clone();
+        wrong.max_positions = 1 << 62;
+        let e = Llama::load(&w, &wrong, "test").unwrap_err().to_string();
+        assert!(
+            e.contains("max_position_embeddings") && e.contains("limit"),
+            "{e}"
+        );
         let model = Llama::load(&w, &cfg, "test").unwrap();
         let pool = Pool::new(1);
         let mut st = LlamaState::new(&model, 8);

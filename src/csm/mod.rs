@@ -27,7 +27,7 @@ pub mod sampling;
 
 pub use config::CsmConfig;
 pub use context::{ContextReport, Conversation, Generated, Segment};
-pub use generate::{FrameEngine, GenerateOptions, InvalidCodes, StopReason};
+pub use generate::{FrameEngine, FrameProfile, GenerateOptions, InvalidCodes, StopReason};
 pub use llama::LlamaConfig;
 pub use model::{Csm, CsmDims};
 pub use sampling::SamplingParams;

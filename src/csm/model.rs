@@ -99,6 +99,34 @@ fn llama_config(t: &TransformerConfig) -> LlamaConfig {
     }
 }
 
+/// The components of a generated frame's work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FramePart {
+    /// One backbone step (the frame fed back).
+    Backbone,
+    /// The codebook-0 head.
+    Head0,
+    /// The depth decoder's N-1 passes (input projection + stack).
+    Depth,
+    /// The depth decoder's codebook heads.
+    DepthHeads,
+}
+
+/// Weight bytes one generated frame reads, by component.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameBytes {
+    pub backbone: usize,
+    pub head0: usize,
+    pub depth: usize,
+    pub depth_heads: usize,
+}
+
+impl FrameBytes {
+    pub fn total(&self) -> usize {
+        self.backbone + self.head0 + self.depth + self.depth_heads
+    }
+}
+
 /// A loaded CSM (see the module docs).
 #[derive(Debug)]
 pub struct Csm {
@@ -166,9 +194,18 @@ impl Csm {
         })
     }
 
-    /// Uses `pool` for the model's products and attention (the codec keeps its own pool).
-    pub fn set_pool(&mut self, pool: Arc<Pool>) {
+    /// Uses `pool` for every product and attention of the model and of its codec: one compute
+    /// budget per process. Call it right after loading, before the codec is shared.
+    pub fn set_pool(&mut self, pool: Arc<Pool>) -> Result<()> {
+        if let Some(c) = &mut self.codec {
+            Arc::get_mut(c)
+                .ok_or_else(|| {
+                    Error::Invalid("set_pool: the codec is already shared with a stream".into())
+                })?
+                .set_pool(pool.clone());
+        }
         self.pool = pool;
+        Ok(())
     }
 
     pub fn pool(&self) -> &Arc<Pool> {
@@ -219,9 +256,31 @@ impl Csm {
         mimi.decode(&rows)
     }
 
+    /// Weight bytes read per generated frame, by component.
+    pub fn frame_bytes(&self) -> FrameBytes {
+        let (depth, depth_heads) = self.depth.frame_weight_bytes();
+        FrameBytes {
+            backbone: self.backbone.weight_bytes(),
+            head0: self.lm_head.mat().bytes(),
+            depth,
+            depth_heads,
+        }
+    }
+
     /// Weight bytes read per generated frame: one backbone step, the codebook-0 head and the
     /// depth decoder's N-1 passes with their heads.
     pub fn frame_weight_bytes(&self) -> usize {
-        self.backbone.weight_bytes() + self.lm_head.mat().bytes() + self.depth.frame_weight_bytes()
+        self.frame_bytes().total()
+    }
+
+    /// The matrix-vector products of one generated frame, in order: (component, matrix).
+    pub fn frame_products(&self) -> Vec<(FramePart, &WeightMatrix)> {
+        let mut v: Vec<(FramePart, &WeightMatrix)> = vec![(FramePart::Head0, &self.lm_head)];
+        for head in self.depth.heads() {
+            v.extend(self.depth.pass_matrices().map(|m| (FramePart::Depth, m)));
+            v.push((FramePart::DepthHeads, head));
+        }
+        v.extend(self.backbone.matrices().map(|m| (FramePart::Backbone, m)));
+        v
     }
 }

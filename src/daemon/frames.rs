@@ -1,14 +1,23 @@
-//! The daemon's per-period work on the audio loop's compute thread ([`crate::stream`]): every
-//! captured period is encoded by a `MimiEncoderStream`, classified by the energy gate and, in
-//! a turn, collected as codes; every played period is the next block of generated speech or
-//! silence. Nothing here allocates, locks or waits.
+//! The daemon's per-period work on the audio loop's frame thread ([`crate::stream`]): every
+//! captured period goes through the energy gate and, inside a user turn, into the turn ring
+//! (the session thread encodes it, see [`super::turn`]); every played period is the next block
+//! of generated speech or silence. Nothing here allocates, locks, waits or runs a model: the
+//! period's work is microseconds, so generation can have every core.
 //!
 //! # Speech playback policy
 //! The session thread decodes generated frames and pushes them, tagged with their utterance
-//! id, into a fixed ring of `ring` periods (it waits for room: generation never runs more than
-//! `ring` frames ahead). An utterance starts playing once `prebuffer` frames are queued or its
-//! generation has ended; after that, a period with no frame ready (generation slower than real
-//! time) plays silence and counts a speech underrun; the queue never grows.
+//! id, into a ring that holds the longest allowed utterance, so holding frames back never
+//! blocks generation. An utterance starts playing when it can play to the end without a gap,
+//! judged from the measured generation time per frame ([`Shared::can_start`]): with `q` frames
+//! queued, `r` still to generate (up to the utterance's frame limit), `g` per frame and a
+//! period `p`, it starts once `q >= prebuffer` and `r * g * 9/8 <= (q + r - 1) * p` (the last
+//! frame arrives before the queue runs dry, with 1/8 to spare), or once its generation has
+//! ended. A model
+//! faster than real time starts after the prebuffer; a slower one waits (the wait is in
+//! `status` and estimated in the `started` event). Once playing, a period with no frame ready
+//! (generation slowed down, e.g. another process took a core) plays silence, counts a speech
+//! underrun and a rebuffer, and playback resumes only when the same rule holds again: one
+//! pause rather than a gap every few frames. The queue never grows past the ring.
 //!
 //! # Cuts (stop and barge-in)
 //! Blocks of an utterance whose id is at or below `Shared::cut` are discarded at the next
@@ -20,24 +29,25 @@ use super::state::{CUT_BY_BARGE_IN, Shared};
 use super::turn::TurnCollector;
 use super::vad::{EnergyGate, Vad};
 use crate::Result;
-use crate::mimi::MimiEncoderStream;
 use crate::stream::FrameProcessor;
 use crate::stream::ring::BlockConsumer;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 /// The frame processor (see the module docs).
 #[derive(Debug)]
 pub struct DaemonFrames {
-    enc: MimiEncoderStream,
-    codes: Vec<u32>,
     gate: EnergyGate,
     turns: TurnCollector,
     speech: BlockConsumer,
     shared: Arc<Shared>,
     prebuffer: usize,
+    /// One period in nanoseconds.
+    period_ns: u64,
     /// The utterance being played (0: none).
     playing: u64,
+    /// It ran dry and waits until the rest will arrive in time (see the module docs).
+    rebuffering: bool,
     /// The utterance whose first frame has been played.
     sounded: u64,
     /// The last cut this thread acted on.
@@ -46,23 +56,22 @@ pub struct DaemonFrames {
 
 impl DaemonFrames {
     pub fn new(
-        enc: MimiEncoderStream,
         gate: EnergyGate,
         turns: TurnCollector,
         speech: BlockConsumer,
         shared: Arc<Shared>,
         prebuffer: usize,
+        period_ns: u64,
     ) -> DaemonFrames {
-        let codes = vec![0; enc.num_codebooks()];
         DaemonFrames {
-            enc,
-            codes,
             gate,
             turns,
             speech,
             shared,
             prebuffer: prebuffer.max(1),
+            period_ns,
             playing: 0,
+            rebuffering: false,
             sounded: 0,
             seen_cut: 0,
         }
@@ -81,6 +90,7 @@ impl DaemonFrames {
             sh.finished.fetch_max(cut, Relaxed);
             if self.playing <= cut {
                 self.playing = 0;
+                self.rebuffering = false;
             }
         }
         while let Some(id) = self.speech.peek_stamp() {
@@ -94,9 +104,10 @@ impl DaemonFrames {
 
 impl FrameProcessor for DaemonFrames {
     fn analyze(&mut self, input: &[f32]) -> Result<()> {
-        self.enc.encode_frame(input, &mut self.codes)?;
         let vad = self.gate.push(input);
-        self.turns.push(vad, &self.codes, &self.shared.turns);
+        if self.turns.push(vad, input, &self.shared.turns) {
+            self.shared.turn_end_ns.store(self.shared.now_ns(), Relaxed);
+        }
         if vad == Vad::Start
             && self.shared.barge_in
             && self.playing != 0
@@ -110,14 +121,26 @@ impl FrameProcessor for DaemonFrames {
     fn synthesize(&mut self, output: &mut [f32]) -> Result<()> {
         self.apply_cut();
         let sh = &*self.shared;
+        let can_start = |id: u64, queued: usize| {
+            sh.can_start(id, queued as u64, self.prebuffer as u64, self.period_ns)
+        };
         if self.playing == 0
             && let Some(id) = self.speech.peek_stamp()
-            && (self.speech.len() >= self.prebuffer || sh.gen_done.load(Acquire) >= id)
+            && can_start(id, self.speech.len())
         {
             self.playing = id;
+            self.rebuffering = false;
+            sh.playing.store(id, Release);
             sh.played_frames.store(0, Relaxed);
+            let queued_at = sh.first_queued_ns.load(Relaxed);
+            sh.playback_wait
+                .record_ns(sh.now_ns().saturating_sub(queued_at));
         }
-        if self.playing != 0 {
+        if self.playing != 0 && self.rebuffering && can_start(self.playing, self.speech.len()) {
+            self.rebuffering = false;
+            sh.playing.store(self.playing, Release);
+        }
+        if self.playing != 0 && !self.rebuffering {
             if self.speech.peek_stamp() == Some(self.playing) {
                 self.speech.try_pop(output);
                 sh.played_frames.fetch_add(1, Relaxed);
@@ -136,9 +159,17 @@ impl FrameProcessor for DaemonFrames {
                 // played out (a block of a later utterance, if any, starts next period)
                 sh.finished.fetch_max(self.playing, Relaxed);
                 self.playing = 0;
+                sh.playing.store(0, Release);
             } else {
+                // generation fell behind: one pause until the rest will arrive in time, rather
+                // than a gap every few frames
+                self.rebuffering = true;
+                sh.playing.store(0, Release);
+                sh.rebuffers.fetch_add(1, Relaxed);
                 sh.speech_underruns.fetch_add(1, Relaxed);
             }
+        } else if self.playing != 0 {
+            sh.speech_underruns.fetch_add(1, Relaxed);
         } else if self.speech.is_empty() {
             // nothing queued and nothing playing: every ended generation is finished
             sh.finished.fetch_max(sh.gen_done.load(Acquire), Relaxed);
@@ -152,34 +183,36 @@ impl FrameProcessor for DaemonFrames {
 mod tests {
     use super::*;
     use crate::daemon::state::CUT_BY_STOP;
-    use crate::daemon::turn::turn_channel;
+    use crate::daemon::turn::{TurnEvent, TurnReceiver, turn_channel};
     use crate::daemon::vad::GateConfig;
-    use crate::mimi::Mimi;
     use crate::stream::ring::{BlockProducer, block_ring};
 
     const P: usize = 1920;
+    const PERIOD_NS: u64 = 80_000_000;
 
-    fn setup(barge_in: bool) -> (DaemonFrames, BlockProducer, Arc<Shared>) {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models/mimi-tiny");
-        let mimi = Arc::new(Mimi::load(dir).unwrap());
+    fn setup_with(
+        barge_in: bool,
+        ring: usize,
+    ) -> (DaemonFrames, BlockProducer, Arc<Shared>, TurnReceiver) {
         let shared = Arc::new(Shared::new(barge_in, 128));
-        let (collector, _rx) = turn_channel(2, 10);
-        let (tx, rx) = block_ring(P, 4);
+        let (collector, turns) = turn_channel(P, 10);
+        let (tx, rx) = block_ring(P, ring);
         let gate = EnergyGate::new(GateConfig {
             threshold_dbfs: -30.0,
             onset: 1,
             hangover: 2,
         })
         .unwrap();
-        let f = DaemonFrames::new(
-            MimiEncoderStream::new(mimi, 2).unwrap(),
-            gate,
-            collector,
-            rx,
-            shared.clone(),
-            2,
-        );
-        (f, tx, shared)
+        let f = DaemonFrames::new(gate, collector, rx, shared.clone(), 2, PERIOD_NS);
+        // generation measured faster than real time: playback starts after the prebuffer
+        shared.frame_ns.store(PERIOD_NS / 4, Relaxed);
+        shared.utterance_max_frames.store(100, Relaxed);
+        (f, tx, shared, turns)
+    }
+
+    fn setup(barge_in: bool) -> (DaemonFrames, BlockProducer, Arc<Shared>) {
+        let (f, tx, sh, _) = setup_with(barge_in, 4);
+        (f, tx, sh)
     }
 
     fn play(f: &mut DaemonFrames) -> f32 {
@@ -199,19 +232,32 @@ mod tests {
         assert!(tx.try_push(&[0.2; P], 1));
         assert_eq!(play(&mut f), 0.1);
         assert_eq!(play(&mut f), 0.2);
-        // generation late: silence, counted
+        // generation late: silence, counted, and playback pauses until it can go on without
+        // a gap (here: the prebuffer again), instead of playing each frame as it comes
         assert_eq!(play(&mut f), 0.0);
         assert_eq!(sh.speech_underruns.load(Relaxed), 1);
+        assert_eq!(sh.rebuffers.load(Relaxed), 1);
+        assert_eq!(
+            sh.playing.load(Relaxed),
+            0,
+            "the session may run ahead again"
+        );
         assert!(tx.try_push(&[0.3; P], 1));
+        assert_eq!(play(&mut f), 0.0, "one frame is not enough to go on");
+        assert_eq!(sh.speech_underruns.load(Relaxed), 2);
+        assert!(tx.try_push(&[0.35; P], 1));
         assert_eq!(play(&mut f), 0.3);
+        assert_eq!(sh.playing.load(Relaxed), 1);
+        assert_eq!(play(&mut f), 0.35);
         assert_eq!(sh.finished.load(Relaxed), 0);
         // generation ends: the utterance is over at the next period, not an underrun
         sh.speaking.store(0, Relaxed);
         sh.gen_done.store(1, Relaxed);
         assert_eq!(play(&mut f), 0.0);
         assert_eq!(sh.finished.load(Relaxed), 1);
-        assert_eq!(sh.speech_underruns.load(Relaxed), 1);
-        assert_eq!(sh.played_frames.load(Relaxed), 3);
+        assert_eq!(sh.speech_underruns.load(Relaxed), 2);
+        assert_eq!(sh.rebuffers.load(Relaxed), 1);
+        assert_eq!(sh.played_frames.load(Relaxed), 4);
         assert_eq!(sh.text_to_first_sound.summary().count, 1);
         // a one-frame utterance plays without waiting for a prebuffer it will never fill
         assert!(tx.try_push(&[0.4; P], 2));
@@ -252,6 +298,77 @@ mod tests {
         assert_eq!(play(&mut f), 0.7);
         assert_eq!(play(&mut f), 0.0);
         assert_eq!(sh.cut_current(CUT_BY_STOP), None);
+    }
+
+    #[test]
+    fn slow_generation_waits_until_the_rest_will_arrive_in_time_then_plays_without_a_gap() {
+        // 10 frames at 200 ms each (2.5x slower than real time); playback of 80 ms periods
+        let (mut f, mut tx, sh, _) = setup_with(false, 16);
+        let (frames, gen_ms) = (10u64, 200u64);
+        sh.utterance_max_frames.store(frames, Relaxed);
+        sh.frame_ns.store(gen_ms * 1_000_000, Relaxed);
+        sh.speaking.store(1, Relaxed);
+        let (mut generated, mut started_at, mut played) = (0u64, None, 0u64);
+        for t in (0..6000u64).step_by(10) {
+            if generated < frames && t >= (generated + 1) * gen_ms {
+                assert!(tx.try_push(&[0.5; P], 1));
+                generated += 1;
+                sh.generated_frames.store(generated, Relaxed);
+                if generated == frames {
+                    sh.speaking.store(0, Relaxed);
+                    sh.gen_done.store(1, Relaxed);
+                }
+            }
+            if t % 80 == 0 {
+                let v = play(&mut f);
+                if v == 0.5 {
+                    played += 1;
+                    started_at.get_or_insert(t);
+                }
+            }
+        }
+        assert_eq!(played, frames);
+        assert_eq!(sh.speech_underruns.load(Relaxed), 0, "a gap in the speech");
+        // it could not start after the prebuffer (2 frames at 400 ms): it waited for 7
+        let start = started_at.unwrap();
+        assert!((1400..1500).contains(&start), "started at {start} ms");
+        assert_eq!(sh.playback_wait.summary().count, 1);
+        // the same utterance with only the prebuffer policy would have played at 400 ms and
+        // then run dry: the rate rule is what held it back
+        assert!(start > 2 * gen_ms);
+    }
+
+    #[test]
+    fn user_turns_go_to_the_session_as_audio_and_their_end_is_stamped() {
+        let (mut f, _tx, sh, mut turns) = setup_with(false, 4);
+        let loud: Vec<f32> = (0..P).map(|i| 0.5 * (i as f32 * 0.1).sin()).collect();
+        let quiet = vec![0.0; P];
+        f.analyze(&loud).unwrap();
+        f.analyze(&loud).unwrap();
+        assert_eq!(sh.turn_end_ns.load(Relaxed), 0);
+        for _ in 0..3 {
+            f.analyze(&quiet).unwrap();
+        }
+        assert!(
+            sh.turn_end_ns.load(Relaxed) > 0,
+            "the turn's end is stamped"
+        );
+        let mut kinds = Vec::new();
+        while let Some(e) = turns.try_recv() {
+            kinds.push(match e {
+                TurnEvent::First(b) => {
+                    assert_eq!(b, &loud[..]);
+                    'F'
+                }
+                TurnEvent::Audio(_) => 'A',
+                TurnEvent::End { .. } => 'E',
+                TurnEvent::Discard => 'D',
+            });
+        }
+        // two loud frames and the hangover's quiet ones belong to the turn
+        assert_eq!(kinds.first(), Some(&'F'));
+        assert_eq!(kinds.last(), Some(&'E'));
+        assert_eq!(sh.turns.turns.load(Relaxed), 1);
     }
 
     #[test]

@@ -55,6 +55,9 @@ mod run {
     use std::sync::{Arc, OnceLock};
     use std::thread::JoinHandle;
 
+    /// The longest utterance `--max-seconds` may allow (its speech ring: 7500 frames, 58 MB).
+    pub const MAX_SECONDS: f64 = 600.0;
+
     /// Everything `serve` is started with.
     #[derive(Clone, Debug)]
     pub struct DaemonConfig {
@@ -69,15 +72,16 @@ mod run {
         pub barge_in: bool,
         /// Speaker id of the user's turns in the conversation.
         pub user_speaker: u32,
-        /// Default longest utterance, in seconds (a `say` may ask for another).
+        /// Longest utterance, in seconds: the default of a `say`, and the most one may ask for
+        /// (the speech ring holds one whole, allocated at start-up).
         pub max_seconds: f64,
         /// Longest user turn kept in one piece, in seconds (longer ones are split).
         pub max_turn_seconds: f64,
         pub gate: GateConfig,
         /// Frames queued before an utterance starts playing.
         pub prebuffer: usize,
-        /// Periods of decoded speech the session may queue ahead of playback.
-        pub speech_ring: usize,
+        /// Decoded frames generation may run ahead of playback once an utterance plays.
+        pub lead: usize,
         /// Device settings (periods, prefill, format, channels, thread hook); rate and period
         /// are taken from the model's codec.
         pub stream: StreamConfig,
@@ -100,7 +104,7 @@ mod run {
                 max_turn_seconds: 20.0,
                 gate: GateConfig::default(),
                 prebuffer: 2,
-                speech_ring: 8,
+                lead: 8,
                 stream: StreamConfig::default(),
                 session_hook: None,
             }
@@ -108,9 +112,9 @@ mod run {
 
         fn validate(&self) -> Result<()> {
             let bad = |m: String| Err(Error::Invalid(m));
-            if !(self.max_seconds > 0.0 && self.max_seconds.is_finite()) {
+            if !(self.max_seconds > 0.0 && self.max_seconds <= MAX_SECONDS) {
                 return bad(format!(
-                    "--max-seconds must be positive, got {}",
+                    "--max-seconds must be positive and at most {MAX_SECONDS}, got {}",
                     self.max_seconds
                 ));
             }
@@ -120,16 +124,13 @@ mod run {
                     self.max_turn_seconds
                 ));
             }
-            if !(2..=256).contains(&self.speech_ring) {
-                return bad(format!(
-                    "--speech-ring of {} frames (2 to 256)",
-                    self.speech_ring
-                ));
+            if !(1..=256).contains(&self.lead) {
+                return bad(format!("--lead of {} frames (1 to 256)", self.lead));
             }
-            if !(1..=self.speech_ring).contains(&self.prebuffer) {
+            if !(1..=256).contains(&self.prebuffer) {
                 return bad(format!(
-                    "--prebuffer of {} frames must be between 1 and the speech ring ({})",
-                    self.prebuffer, self.speech_ring
+                    "--prebuffer of {} frames (1 to 256)",
+                    self.prebuffer
                 ));
             }
             self.gate.validate()
@@ -168,6 +169,7 @@ mod run {
         /// Binds the socket, loads the model, opens the devices and starts every thread. Any
         /// failure is one error naming what is at fault; nothing is left running.
         pub fn start(cfg: DaemonConfig) -> Result<Daemon> {
+            let t0 = std::time::Instant::now();
             cfg.validate()?;
             check_model_dir(&cfg.model)?;
             let socket = ControlSocket::bind(&cfg.socket)?;
@@ -175,12 +177,9 @@ mod run {
             let fmt = PromptFormatter::from_file(cfg.model.join("tokenizer.json"))?;
             fmt.check_config(&model_cfg)?;
             let mut csm = Csm::load(&cfg.model)?;
-            let threads = if cfg.threads == 0 {
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            } else {
-                cfg.threads
-            };
-            csm.set_pool(Arc::new(Pool::new(threads)));
+            let pool = Arc::new(Pool::new(cfg.threads));
+            let threads = pool.threads();
+            csm.set_pool(pool)?;
             let csm = Arc::new(csm);
             let mimi = csm
                 .codec()
@@ -208,15 +207,17 @@ mod run {
                 .min(max_positions.saturating_sub(8) / 2)
                 .max(1);
             let shared = Arc::new(Shared::new(cfg.barge_in, max_positions));
-            let (collector, receiver) = turn_channel(n, max_turn_frames);
-            let (speech_tx, speech_rx) = block_ring(scfg.period, cfg.speech_ring);
+            let (collector, receiver) = turn_channel(scfg.period, max_turn_frames);
+            // the whole longest utterance fits: holding it back never blocks generation
+            let max_frames = (cfg.max_seconds * frame_rate).ceil() as usize;
+            let (speech_tx, speech_rx) = block_ring(scfg.period, max_frames + 1);
             let frames = DaemonFrames::new(
-                MimiEncoderStream::new(mimi.clone(), n)?,
                 EnergyGate::new(cfg.gate)?,
                 collector,
                 speech_rx,
                 shared.clone(),
                 cfg.prebuffer,
+                (1e9 / frame_rate) as u64,
             );
             let (cmd_tx, cmd_rx) = sync_channel(MAX_QUEUED as usize);
             let session = Session {
@@ -225,7 +226,13 @@ mod run {
                 dec: MimiDecoderStream::new(mimi.clone())?,
                 pcm: vec![0.0; scfg.period],
                 speech: speech_tx,
+                lead: cfg.lead,
+                prebuffer: cfg.prebuffer,
+                max_frames,
                 turns: receiver,
+                enc: MimiEncoderStream::new(mimi.clone(), n)?,
+                turn_codes: Vec::with_capacity(max_turn_frames * n),
+                frame_codes: vec![0; n],
                 cmds: cmd_rx,
                 shared: shared.clone(),
                 defaults: SayDefaults {
@@ -242,7 +249,8 @@ mod run {
                 model: cfg.model.display().to_string(),
                 latency_bound_ms: scfg.latency_bound_ms(playback.buffer_frames()),
                 prebuffer_frames: cfg.prebuffer,
-                speech_ring_frames: cfg.speech_ring,
+                lead_frames: cfg.lead,
+                max_utterance_frames: max_frames,
                 max_turn_frames,
                 user_speaker: cfg.user_speaker,
                 threads,
@@ -272,6 +280,9 @@ mod run {
             daemon
                 .socket
                 .serve(dispatcher, daemon.accept_stop.clone())?;
+            shared
+                .ready_us
+                .store(t0.elapsed().as_micros() as u64, Relaxed);
             Ok(daemon)
         }
 

@@ -4,23 +4,30 @@
 //! shared atomics (so they work while a `say` generates); `say` and `reset` are queued.
 //!
 //! A `say` generates frame by frame; each frame is decoded by a `MimiDecoderStream` and pushed
-//! to the frame thread's speech ring (waiting for room, so generation never runs more than the
-//! ring ahead of playback). `done` is sent once playback of the utterance is over (played out
-//! or cut). A cut utterance is still committed to the conversation with every frame generated
-//! (up to the ring's length more than was heard).
+//! to the frame thread's speech ring, which holds the longest allowed utterance, so frames held
+//! back before playback starts never block generation; once the utterance plays, generation
+//! runs at most `lead` frames ahead of it. The session publishes the measured generation time
+//! per frame, from which the frame thread decides when playback can start without a gap (see
+//! [`super::frames`]). Codes the codec cannot decode are never drawn (as in `say`). `done` is
+//! sent once playback of the utterance is over (played out or cut). A cut utterance is still
+//! committed to the conversation with every frame generated (up to `lead` frames more than was
+//! heard once it played).
+//!
+//! Between requests the session encodes the user's turns from the turn ring with its own
+//! streaming Mimi encoder (see [`super::turn`]) and adds each finished turn to the conversation.
 
 use super::protocol::{self, Request, Say};
 use super::state::{CUT_BY_BARGE_IN, CUT_BY_SHUTDOWN, CUT_BY_STOP, Shared, StaticInfo};
-use super::turn::{TurnReceiver, UserTurn};
+use super::turn::{TurnEvent, TurnReceiver};
 use crate::csm::prompt::{PromptFormatter, Turn};
 use crate::csm::{Conversation, GenerateOptions, InvalidCodes, Segment, StopReason};
-use crate::mimi::MimiDecoderStream;
+use crate::mimi::{MimiDecoderStream, MimiEncoderStream};
 use crate::stream::LoopStats;
 use crate::stream::ring::BlockProducer;
 use crate::{Error, Result};
 use serde_json::json;
 use std::ops::ControlFlow;
-use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -66,7 +73,18 @@ pub struct Session {
     pub dec: MimiDecoderStream,
     pub pcm: Vec<f32>,
     pub speech: BlockProducer,
+    /// Frames generation may run ahead of playback once the utterance plays.
+    pub lead: usize,
+    /// Frames queued before an utterance may start playing.
+    pub prebuffer: usize,
+    /// The longest utterance in frames (the speech ring holds it whole).
+    pub max_frames: usize,
     pub turns: TurnReceiver,
+    /// Encodes the user's turns (fresh for each).
+    pub enc: MimiEncoderStream,
+    /// The codes of the turn being encoded (capacity: the longest turn piece), and of one frame.
+    pub turn_codes: Vec<u32>,
+    pub frame_codes: Vec<u32>,
     pub cmds: Receiver<Command>,
     pub shared: Arc<Shared>,
     pub defaults: SayDefaults,
@@ -85,9 +103,7 @@ impl Session {
         }
         self.publish();
         while !self.shared.shutdown.load(Relaxed) {
-            while let Some(t) = self.turns.try_recv() {
-                self.add_user_turn(t);
-            }
+            self.encode_user_turns();
             match self.cmds.recv_timeout(Duration::from_millis(20)) {
                 Ok(cmd) => {
                     self.shared.queued.fetch_sub(1, Relaxed);
@@ -131,9 +147,50 @@ impl Session {
         }
     }
 
-    fn add_user_turn(&mut self, turn: UserTurn) {
+    /// Encodes every captured block waiting in the turn ring; adds each finished turn.
+    fn encode_user_turns(&mut self) {
+        while let Some(ev) = self.turns.try_recv() {
+            let frame = match ev {
+                TurnEvent::First(pcm) => {
+                    self.enc.reset();
+                    self.turn_codes.clear();
+                    Some(self.enc.encode_frame(pcm, &mut self.frame_codes))
+                }
+                TurnEvent::Audio(pcm) => Some(self.enc.encode_frame(pcm, &mut self.frame_codes)),
+                TurnEvent::Discard => {
+                    self.turn_codes.clear();
+                    None
+                }
+                TurnEvent::End { split } => {
+                    self.add_user_turn(split);
+                    None
+                }
+            };
+            match frame {
+                // capacity is the longest piece: never reallocates
+                Some(Ok(()))
+                    if self.turn_codes.len() + self.frame_codes.len()
+                        <= self.turn_codes.capacity() =>
+                {
+                    self.turn_codes.extend_from_slice(&self.frame_codes);
+                }
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    self.shared.user_turns_failed.fetch_add(1, Relaxed);
+                    eprintln!("serve: encoding a user turn failed: {e}");
+                    self.turn_codes.clear();
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn add_user_turn(&mut self, split: bool) {
         let n = self.conv.model().num_codebooks();
-        let frames = turn.codes.len() / n;
+        let frames = self.turn_codes.len() / n;
+        if frames == 0 {
+            return;
+        }
         self.user_turn_count += 1;
         let k = self.user_turn_count;
         let mut ids = Vec::new();
@@ -146,15 +203,19 @@ impl Session {
             Segment::new(
                 format!("user turn {k} ({frames} frames)"),
                 ids,
-                turn.codes.clone(),
+                self.turn_codes.clone(),
             )
         });
-        let split = turn.split;
-        self.turns.recycle(turn);
+        self.turn_codes.clear();
         match seg.and_then(|s| self.conv.add_segment(s)) {
             Ok(r) => {
                 self.note_evictions(&r);
                 self.shared.user_turns_added.fetch_add(1, Relaxed);
+                let ended = self.shared.turn_end_ns.load(Relaxed);
+                if ended != 0 {
+                    let sh = &self.shared;
+                    sh.user_turn.record_ns(sh.now_ns().saturating_sub(ended));
+                }
                 eprintln!(
                     "serve: user turn {k}: {frames} frames ({:.2} s){} added to the conversation",
                     frames as f64 / self.frame_rate,
@@ -233,7 +294,8 @@ impl Session {
             ));
         }
         let want = say.max_seconds.unwrap_or(self.defaults.max_seconds) * self.frame_rate;
-        let max_frames = (want.ceil() as usize).clamp(1, room);
+        // the speech ring holds the longest allowed utterance (--max-seconds)
+        let max_frames = (want.ceil() as usize).clamp(1, room.min(self.max_frames));
         let mut opts = GenerateOptions::sampled(max_frames, say.seed.unwrap_or(id));
         if let Some(t) = say.temperature {
             opts.backbone.temperature = t;
@@ -243,16 +305,32 @@ impl Session {
             opts.backbone.top_k = k;
             opts.depth.top_k = k;
         }
-        opts.invalid_codes = InvalidCodes::Stop;
+        // as `say` does: never draw a code the codec cannot decode
+        opts.invalid_codes = InvalidCodes::Mask;
         sh.last_first_sound_us.store(u64::MAX, Relaxed);
         sh.generated_frames.store(0, Relaxed);
         sh.played_frames.store(0, Relaxed);
+        sh.utterance_max_frames.store(max_frames as u64, Relaxed);
         sh.utterance_received_ns.store(received_ns, Relaxed);
         sh.utterances.fetch_add(1, Relaxed);
         sh.speaking.store(id, Release);
+        // the wait for a gap-free start, from the last measured rate (see `frames`)
+        let prior = sh.frame_ns.load(Relaxed);
+        let expected_wait_ms = (prior != 0).then(|| {
+            let (m, g, p) = (
+                max_frames as f64,
+                prior as f64 * 9.0 / 8.0,
+                1e9 / self.frame_rate,
+            );
+            (m * g - (m - 1.0) * p).max(self.prebuffer as f64 * g) / 1e6
+        });
         post(
             out,
-            protocol::event("started", id, json!({"max_frames": max_frames})),
+            protocol::event(
+                "started",
+                id,
+                json!({"max_frames": max_frames, "expected_wait_ms": expected_wait_ms}),
+            ),
             &sh,
         );
         self.dec.reset();
@@ -262,9 +340,12 @@ impl Session {
             say.text.chars().take(40).collect::<String>()
         );
         let (dec, pcm, speech) = (&mut self.dec, &mut self.pcm, &mut self.speech);
+        let (lead, capacity) = (self.lead as u64, (self.max_frames + 1) as u64);
+        let (prebuffer, period_ns) = (self.prebuffer as u64, (1e9 / self.frame_rate) as u64);
         let mut frames = 0usize;
         let mut decode_err: Option<Error> = None;
         let mut resumed = sh.now_ns();
+        let mut measured_ns = 0u64;
         let cut = |sh: &Shared| sh.cut.load(Relaxed) >= id || sh.shutdown.load(Relaxed);
         let g = self
             .conv
@@ -278,16 +359,30 @@ impl Session {
                 }
                 if frames > 0 {
                     // the first frame's time includes the prompt's prefill
-                    sh.gen_frame.record_ns(sh.now_ns().saturating_sub(resumed));
+                    let t = sh.now_ns().saturating_sub(resumed);
+                    sh.gen_frame.record_ns(t);
+                    measured_ns += t;
+                    sh.frame_ns.store(measured_ns / frames as u64, Relaxed);
                 }
                 frames += 1;
-                sh.generated_frames.store(frames as u64, Relaxed);
-                while !speech.try_push(pcm, id) {
+                if frames == 1 {
+                    sh.first_queued_ns.store(sh.now_ns(), Relaxed);
+                }
+                // run at most `lead` frames ahead of playback once it plays (or can); while
+                // playback must wait for more frames, never wait (the ring holds it whole)
+                let ahead = |free: usize| {
+                    let queued = capacity - free as u64;
+                    queued >= lead
+                        && (sh.playing.load(Acquire) == id
+                            || sh.can_start(id, queued, prebuffer, period_ns))
+                };
+                while ahead(speech.free()) || !speech.try_push(pcm, id) {
                     if cut(&sh) {
                         return ControlFlow::Break(());
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
+                sh.generated_frames.store(frames as u64, Relaxed);
                 resumed = sh.now_ns();
                 ControlFlow::Continue(())
             });

@@ -7,7 +7,10 @@ use super::turn::TurnCounters;
 use crate::stream::LoopStats;
 use crate::stream::stats::{Histogram, Summary};
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed},
+};
 use std::time::Instant;
 
 /// Why the last cut happened.
@@ -39,8 +42,23 @@ pub struct Shared {
     pub played_frames: AtomicU64,
     /// Frames generated for the utterance being generated.
     pub generated_frames: AtomicU64,
+    /// The frame limit of the utterance being generated.
+    pub utterance_max_frames: AtomicU64,
+    /// Generation time per frame (ns): the mean of the current utterance's frames after its
+    /// first, or the last utterance's until it has one (0: not known yet). The frame thread
+    /// starts playback from it (see [`super::frames`]).
+    pub frame_ns: AtomicU64,
+    /// When the current utterance's first frame was queued for playback (ns since `epoch`).
+    pub first_queued_ns: AtomicU64,
+    /// The utterance playback has started (0: none): generation runs at most the lead ahead
+    /// of it.
+    pub playing: AtomicU64,
+    /// When the last user turn ended on the frame thread (ns since `epoch`).
+    pub turn_end_ns: AtomicU64,
     /// Requests waiting for the session thread.
     pub queued: AtomicU64,
+    /// How long `Daemon::start` took: model loaded, devices open, threads running (us).
+    pub ready_us: AtomicU64,
     pub shutdown: AtomicBool,
     pub barge_in: bool,
     // conversation, published by the session thread
@@ -56,6 +74,8 @@ pub struct Shared {
     /// Periods of silence played inside an utterance because generation was late.
     pub speech_underruns: AtomicU64,
     pub speech_frames_played: AtomicU64,
+    /// Times an utterance ran dry while playing and paused until it could go on without a gap.
+    pub rebuffers: AtomicU64,
     pub utterances: AtomicU64,
     /// Events not delivered because a client's queue was full.
     pub events_dropped: AtomicU64,
@@ -65,6 +85,11 @@ pub struct Shared {
     pub text_to_first_sound: Histogram,
     /// From a `stop` request's arrival to the frame thread's cut.
     pub stop_to_cut: Histogram,
+    /// From an utterance's first frame queued to its playback start (the wait for enough of
+    /// it to play without a gap).
+    pub playback_wait: Histogram,
+    /// From the end of a user turn on the frame thread to its codes in the conversation.
+    pub user_turn: Histogram,
 }
 
 /// Fixed facts for `status`.
@@ -75,7 +100,10 @@ pub struct StaticInfo {
     pub model: String,
     pub latency_bound_ms: f64,
     pub prebuffer_frames: usize,
-    pub speech_ring_frames: usize,
+    /// Frames generation may run ahead of playback once it plays.
+    pub lead_frames: usize,
+    /// The longest utterance in frames (the speech ring holds one whole).
+    pub max_utterance_frames: usize,
     pub max_turn_frames: usize,
     pub user_speaker: u32,
     pub threads: usize,
@@ -95,7 +123,13 @@ impl Shared {
             last_first_sound_us: AtomicU64::new(u64::MAX),
             played_frames: AtomicU64::new(0),
             generated_frames: AtomicU64::new(0),
+            utterance_max_frames: AtomicU64::new(0),
+            frame_ns: AtomicU64::new(0),
+            first_queued_ns: AtomicU64::new(0),
+            playing: AtomicU64::new(0),
+            turn_end_ns: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            ready_us: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             barge_in,
             segments: AtomicU64::new(0),
@@ -108,17 +142,45 @@ impl Shared {
             barge_ins: AtomicU64::new(0),
             speech_underruns: AtomicU64::new(0),
             speech_frames_played: AtomicU64::new(0),
+            rebuffers: AtomicU64::new(0),
             utterances: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
             gen_frame: Histogram::default(),
             text_to_first_sound: Histogram::default(),
             stop_to_cut: Histogram::default(),
+            playback_wait: Histogram::default(),
+            user_turn: Histogram::default(),
         }
     }
 
     /// Nanoseconds since `epoch`.
     pub fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Whether utterance `id`, with `queued` frames waiting, can start playing now: its
+    /// generation has ended, or at least `prebuffer` frames are queued and, at the measured
+    /// generation time per frame `g`, the `r` frames still to come (up to its frame limit) will
+    /// arrive before the queue runs dry: `r * g * 9/8 <= (queued + r - 1) * period` (1/8 to
+    /// spare). The frame thread starts playback on it; the session stops running ahead on it.
+    pub fn can_start(&self, id: u64, queued: u64, prebuffer: u64, period_ns: u64) -> bool {
+        if self.gen_done.load(Acquire) >= id {
+            return true;
+        }
+        if queued < prebuffer || self.speaking.load(Acquire) != id {
+            return false;
+        }
+        let g = self.frame_ns.load(Relaxed);
+        if g == 0 {
+            // no measurement yet: wait for one
+            return false;
+        }
+        let left = self
+            .utterance_max_frames
+            .load(Relaxed)
+            .saturating_sub(self.generated_frames.load(Relaxed));
+        left.saturating_mul(g).saturating_mul(9) / 8
+            <= (queued + left).saturating_sub(1).saturating_mul(period_ns)
     }
 
     /// Cuts the utterance being generated or played (if any) for `reason`; returns its id.
@@ -156,6 +218,7 @@ impl Shared {
         let speaking = self.speaking.load(Relaxed);
         json!({
             "uptime_s": self.epoch.elapsed().as_secs_f64(),
+            "ready_ms": self.ready_us.load(Relaxed) as f64 / 1000.0,
             "speaking": (speaking != 0).then_some(speaking),
             "generated_frames": self.generated_frames.load(Relaxed),
             "played_frames": self.played_frames.load(Relaxed),
@@ -163,7 +226,7 @@ impl Shared {
             "latency": {
                 "frame_compute_ms": ms(s.frame_time),
                 "generation_frame_ms": ms(self.gen_frame.summary()),
-                "capture_to_codes_ms": ms(s.capture_to_codes),
+                "capture_to_gate_ms": ms(s.capture_to_codes),
                 "text_to_first_sound_ms": {
                     "last": (last_tfs != u64::MAX).then(|| last_tfs as f64 / 1000.0),
                     "p50": tfs.p50_us as f64 / 1000.0,
@@ -171,6 +234,8 @@ impl Shared {
                     "count": tfs.count,
                 },
                 "stop_to_cut_ms": ms(self.stop_to_cut.summary()),
+                "playback_wait_ms": ms(self.playback_wait.summary()),
+                "user_turn_ms": ms(self.user_turn.summary()),
                 "bound_ms": info.latency_bound_ms,
             },
             "counters": {
@@ -180,6 +245,7 @@ impl Shared {
                 "capture_backlog_drops": c.capture_backlog_drops,
                 "underruns": c.playback_late,
                 "speech_underruns": self.speech_underruns.load(Relaxed),
+                "rebuffers": self.rebuffers.load(Relaxed),
                 "dropped": c.dropped(),
                 "captured": c.captured,
                 "processed": c.processed,
@@ -207,7 +273,8 @@ impl Shared {
                 "barge_in": self.barge_in,
                 "user_speaker": info.user_speaker,
                 "prebuffer_frames": info.prebuffer_frames,
-                "speech_ring_frames": info.speech_ring_frames,
+                "lead_frames": info.lead_frames,
+                "max_utterance_frames": info.max_utterance_frames,
                 "max_turn_frames": info.max_turn_frames,
                 "threads": info.threads,
             },

@@ -1,26 +1,30 @@
-//! The user's turns as Mimi codes, collected on the frame thread and handed to the session
-//! thread without allocating: a fixed pool of turn buffers (each sized for the longest turn)
-//! cycles through two `rtrb` rings, free buffers to the frame thread and full turns back.
+//! The user's turns, from the frame thread to the session thread, without allocating: the
+//! frame thread pushes each captured period of a turn, as audio, into a fixed ring of blocks,
+//! with marker blocks for the turn's end (or a cut at the cap) and for a candidate onset that
+//! fell back to quiet; the session thread encodes the audio with its own streaming Mimi encoder
+//! (fresh for every turn, as the upstream processor encodes each context turn on its own) and
+//! adds the codes to the conversation when the turn ends.
 //!
-//! A turn longer than the cap is split: the full buffer is handed over as one turn (counted
-//! in `turns_split`) and the turn goes on in the next buffer. When no buffer is free (the
-//! session thread is busy generating and turns pile up), frames are dropped and counted in
-//! `frames_dropped`. Nothing here grows.
+//! # Who encodes, and when
+//! Encoding the user's voice is deferred to the session thread, which encodes whenever it is
+//! not generating: on a 2-core board the frame thread's period must never compete with
+//! generation for a core, so it only runs the energy gate and copies blocks. A turn heard while
+//! the daemon speaks waits in the ring until the utterance is over (the ring holds two of the
+//! longest turns); frames that find it full are dropped and counted in `frames_dropped`.
+//!
+//! A turn longer than the cap is cut into pieces of `cap_frames` (counted in `turns_split`),
+//! each added as a turn of its own. Nothing here grows.
 
 use super::vad::Vad;
-use rtrb::{Consumer, Producer, RingBuffer};
+use crate::stream::ring::{BlockConsumer, BlockProducer, block_ring};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Turn buffers in the pool.
-pub const TURN_BUFFERS: usize = 3;
-
-/// A finished user turn: `frames * codebooks` codes, frames-major.
-#[derive(Debug)]
-pub struct UserTurn {
-    pub codes: Vec<u32>,
-    /// The turn went on past the cap (this is one piece of it).
-    pub split: bool,
-}
+/// Block kinds (the ring's stamp).
+const FIRST: u64 = 0;
+const AUDIO: u64 = 1;
+const END: u64 = 2;
+const END_SPLIT: u64 = 3;
+const DISCARD: u64 = 4;
 
 /// What the collector counts (relaxed atomics, read by `status`).
 #[derive(Debug, Default)]
@@ -29,51 +33,58 @@ pub struct TurnCounters {
     pub turns: AtomicU64,
     /// Pieces handed over because a turn reached the cap.
     pub turns_split: AtomicU64,
-    /// Frames of speech lost because no turn buffer was free.
+    /// Frames of speech lost because the ring was full.
     pub frames_dropped: AtomicU64,
+}
+
+/// What the session receives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TurnEvent<'a> {
+    /// The first period of a turn (or of the next piece of a split one).
+    First(&'a [f32]),
+    /// The next period of the turn.
+    Audio(&'a [f32]),
+    /// The turn (piece) is over; `split` when it was cut at the cap and goes on.
+    End { split: bool },
+    /// The frames since the last `First` were a false onset: forget them.
+    Discard,
 }
 
 /// The frame thread's end (see the module docs).
 #[derive(Debug)]
 pub struct TurnCollector {
-    codebooks: usize,
+    tx: BlockProducer,
+    zeros: Vec<f32>,
     cap_frames: usize,
-    cur: Option<Vec<u32>>,
-    /// The frames in `cur` are a candidate onset, not a confirmed turn yet.
+    /// Frames of the current turn piece in the ring.
+    frames: usize,
+    /// The frames of the current piece are a candidate onset, not a confirmed turn yet.
     tentative: bool,
-    free: Consumer<Vec<u32>>,
-    full: Producer<UserTurn>,
 }
 
-/// The session thread's end: finished turns in, buffers back.
+/// The session thread's end.
 #[derive(Debug)]
 pub struct TurnReceiver {
-    full: Consumer<UserTurn>,
-    free: Producer<Vec<u32>>,
+    rx: BlockConsumer,
+    block: Vec<f32>,
 }
 
-/// Makes the pool: `TURN_BUFFERS` buffers of `cap_frames * codebooks` codes.
-pub fn turn_channel(codebooks: usize, cap_frames: usize) -> (TurnCollector, TurnReceiver) {
-    let (mut free_tx, free_rx) = RingBuffer::new(TURN_BUFFERS);
-    let (full_tx, full_rx) = RingBuffer::new(TURN_BUFFERS);
-    for _ in 0..TURN_BUFFERS {
-        let pushed = free_tx
-            .push(Vec::with_capacity(cap_frames * codebooks))
-            .is_ok();
-        debug_assert!(pushed);
-    }
+/// The ring for turns of up to `cap_frames` periods of `period` samples: room for two of them
+/// plus their markers.
+pub fn turn_channel(period: usize, cap_frames: usize) -> (TurnCollector, TurnReceiver) {
+    let cap_frames = cap_frames.max(1);
+    let (tx, rx) = block_ring(period, 2 * cap_frames + 4);
     (
         TurnCollector {
-            codebooks,
-            cap_frames: cap_frames.max(1),
-            cur: None,
+            tx,
+            zeros: vec![0.0; period],
+            cap_frames,
+            frames: 0,
             tentative: false,
-            free: free_rx,
-            full: full_tx,
         },
         TurnReceiver {
-            full: full_rx,
-            free: free_tx,
+            rx,
+            block: vec![0.0; period],
         },
     )
 }
@@ -84,86 +95,76 @@ impl TurnCollector {
         self.cap_frames
     }
 
-    /// Takes the gate's decision and the codes of the same frame.
-    pub fn push(&mut self, vad: Vad, codes: &[u32], counters: &TurnCounters) {
-        debug_assert_eq!(codes.len(), self.codebooks);
+    /// Takes the gate's decision about one captured period `pcm`. Returns true when a turn
+    /// (piece) ended with it.
+    pub fn push(&mut self, vad: Vad, pcm: &[f32], counters: &TurnCounters) -> bool {
         match vad {
             Vad::Quiet => {
-                if self.tentative {
-                    self.discard();
+                if self.tentative && self.frames > 0 {
+                    self.marker(DISCARD);
                 }
+                self.frames = 0;
+                self.tentative = false;
+                false
             }
             Vad::Candidate | Vad::Start | Vad::Speech => {
-                if vad == Vad::Start {
-                    self.tentative = false;
-                } else if vad == Vad::Candidate {
-                    self.tentative = true;
+                match vad {
+                    Vad::Start => self.tentative = false,
+                    Vad::Candidate => self.tentative = true,
+                    _ => {}
                 }
-                self.append(codes, counters);
+                // one slot stays free for the marker that ends the turn
+                let kind = if self.frames == 0 { FIRST } else { AUDIO };
+                if self.tx.free() >= 2 && self.tx.try_push(pcm, kind) {
+                    self.frames += 1;
+                } else {
+                    counters.frames_dropped.fetch_add(1, Relaxed);
+                }
+                if self.frames >= self.cap_frames && !self.tentative {
+                    self.marker(END_SPLIT);
+                    counters.turns.fetch_add(1, Relaxed);
+                    counters.turns_split.fetch_add(1, Relaxed);
+                    self.frames = 0;
+                    return true;
+                }
+                false
             }
             Vad::End => {
-                self.hand_over(false, counters);
+                let ended = self.frames > 0;
+                if ended {
+                    self.marker(END);
+                    counters.turns.fetch_add(1, Relaxed);
+                }
+                self.frames = 0;
+                self.tentative = false;
+                ended
             }
         }
     }
 
-    fn append(&mut self, codes: &[u32], counters: &TurnCounters) {
-        if self.cur.is_none() {
-            match self.free.pop() {
-                Ok(mut b) => {
-                    b.clear();
-                    self.cur = Some(b);
-                }
-                Err(_) => {
-                    counters.frames_dropped.fetch_add(1, Relaxed);
-                    return;
-                }
-            }
-        }
-        let cap = self.cap_frames * self.codebooks;
-        let buf = self.cur.as_mut().expect("set above");
-        // capacity was reserved for the cap: this never reallocates
-        buf.extend_from_slice(codes);
-        if buf.len() >= cap && !self.tentative {
-            self.hand_over(true, counters);
-        }
-    }
-
-    /// Forgets tentative frames (the buffer is kept for the next turn).
-    fn discard(&mut self) {
-        if let Some(b) = self.cur.as_mut() {
-            b.clear();
-        }
-        self.tentative = false;
-    }
-
-    fn hand_over(&mut self, split: bool, counters: &TurnCounters) {
-        self.tentative = false;
-        let Some(b) = self.cur.take() else { return };
-        if b.is_empty() {
-            self.cur = Some(b);
-            return;
-        }
-        counters.turns.fetch_add(1, Relaxed);
-        if split {
-            counters.turns_split.fetch_add(1, Relaxed);
-        }
-        // `full` has a slot per buffer, so a buffer we hold always fits
-        let pushed = self.full.push(UserTurn { codes: b, split }).is_ok();
-        debug_assert!(pushed);
+    fn marker(&mut self, kind: u64) {
+        // a slot was kept free for it (audio is pushed only with two free)
+        let pushed = self.tx.try_push(&self.zeros, kind);
+        debug_assert!(pushed, "a marker always finds its slot");
     }
 }
 
 impl TurnReceiver {
-    /// The next finished turn, if any.
-    pub fn try_recv(&mut self) -> Option<UserTurn> {
-        self.full.pop().ok()
+    /// The next block, if any.
+    pub fn try_recv(&mut self) -> Option<TurnEvent<'_>> {
+        let kind = self.rx.try_pop(&mut self.block)?;
+        Some(match kind {
+            FIRST => TurnEvent::First(&self.block),
+            AUDIO => TurnEvent::Audio(&self.block),
+            END => TurnEvent::End { split: false },
+            END_SPLIT => TurnEvent::End { split: true },
+            _ => TurnEvent::Discard,
+        })
     }
 
-    /// Gives a turn's buffer back to the pool.
-    pub fn recycle(&mut self, turn: UserTurn) {
-        let pushed = self.free.push(turn.codes).is_ok();
-        debug_assert!(pushed, "one free slot per buffer");
+    /// Blocks waiting.
+    pub fn pending(&self) -> usize {
+        self.rx.len()
     }
 }
 
@@ -171,56 +172,60 @@ impl TurnReceiver {
 mod tests {
     use super::*;
 
+    /// Drains the receiver into a readable list: F/A with the block's first sample, E, S, D.
+    fn drain(r: &mut TurnReceiver) -> Vec<String> {
+        std::iter::from_fn(|| {
+            r.try_recv().map(|e| match e {
+                TurnEvent::First(b) => format!("F{}", b[0]),
+                TurnEvent::Audio(b) => format!("A{}", b[0]),
+                TurnEvent::End { split: false } => "E".into(),
+                TurnEvent::End { split: true } => "S".into(),
+                TurnEvent::Discard => "D".into(),
+            })
+        })
+        .collect()
+    }
+
     #[test]
-    fn turns_are_collected_split_at_the_cap_and_recycled() {
+    fn turns_are_handed_over_as_audio_with_markers_split_at_the_cap_and_bounded() {
         let (mut c, mut r) = turn_channel(2, 4);
         let k = TurnCounters::default();
         use Vad::*;
-        // a candidate that falls back leaves nothing
-        c.push(Candidate, &[1, 1], &k);
-        c.push(Quiet, &[0, 0], &k);
-        assert!(r.try_recv().is_none());
+        let p = |x: f32| [x, x];
+        // a candidate that falls back is discarded
+        c.push(Candidate, &p(1.0), &k);
+        c.push(Quiet, &p(0.0), &k);
+        assert_eq!(drain(&mut r), ["F1", "D"]);
         // a 3-frame turn
-        for (v, x) in [(Candidate, 1), (Start, 2), (Speech, 3), (End, 9)] {
-            c.push(v, &[x, x], &k);
+        for (v, x) in [(Candidate, 1.0), (Start, 2.0), (Speech, 3.0)] {
+            assert!(!c.push(v, &p(x), &k));
         }
-        let t = r.try_recv().unwrap();
-        assert_eq!(
-            (t.codes.as_slice(), t.split),
-            (&[1, 1, 2, 2, 3, 3][..], false)
-        );
-        r.recycle(t);
-        // a 6-frame turn with a cap of 4: a split piece of 4, then 2
-        c.push(Start, &[1, 1], &k);
+        assert!(c.push(End, &p(9.0), &k));
+        assert_eq!(drain(&mut r), ["F1", "A2", "A3", "E"]);
+        // a 6-frame turn with a cap of 4: a piece of 4, then 2
+        c.push(Start, &p(1.0), &k);
         for x in 2..=6 {
-            c.push(Speech, &[x, x], &k);
+            c.push(Speech, &p(x as f32), &k);
         }
-        c.push(End, &[0, 0], &k);
-        let a = r.try_recv().unwrap();
-        let b = r.try_recv().unwrap();
-        assert_eq!((a.codes.len(), a.split), (8, true));
-        assert_eq!((b.codes.as_slice(), b.split), (&[5, 5, 6, 6][..], false));
+        c.push(End, &p(0.0), &k);
+        assert_eq!(
+            drain(&mut r),
+            ["F1", "A2", "A3", "A4", "S", "F5", "A6", "E"]
+        );
         assert_eq!(k.turns.load(Relaxed), 3);
         assert_eq!(k.turns_split.load(Relaxed), 1);
-        // no buffer free: frames are dropped and counted, nothing grows
-        let d = r.try_recv();
-        assert!(d.is_none());
-        c.push(Start, &[7, 7], &k);
-        c.push(End, &[0, 0], &k);
-        // pool of 3: a, b and the last one are out, only the recycled one came back
-        let got: Vec<UserTurn> = std::iter::from_fn(|| r.try_recv()).collect();
-        assert_eq!(got.len(), 1);
-        c.push(Start, &[8, 8], &k);
-        assert_eq!(k.frames_dropped.load(Relaxed), 1);
-        c.push(End, &[0, 0], &k);
-        // buffers are reused, not reallocated
-        for t in [a, b].into_iter().chain(got) {
-            r.recycle(t);
+        // nobody reading (the session generates): the ring fills, frames are dropped and
+        // counted, the end marker still gets through, nothing grows
+        for turn in 0..3 {
+            c.push(Start, &p(1.0), &k);
+            for x in 2..=4 {
+                c.push(Speech, &p(x as f32 + 10.0 * turn as f32), &k);
+            }
+            c.push(End, &p(0.0), &k);
         }
-        c.push(Start, &[1, 1], &k);
-        c.push(End, &[0, 0], &k);
-        let t = r.try_recv().unwrap();
-        assert_eq!(t.codes, [1, 1]);
-        assert!(t.codes.capacity() >= 8);
+        assert!(k.frames_dropped.load(Relaxed) > 0);
+        let got = drain(&mut r);
+        assert_eq!(got.iter().filter(|e| *e == "S" || *e == "E").count(), 3);
+        assert!(r.pending() == 0);
     }
 }

@@ -186,7 +186,8 @@ impl KvCache {
         let cap = scratch.capacity;
         let sp = SyncPtr(scratch.scores.as_mut_ptr());
         let op = SyncPtr(out.as_mut_ptr());
-        let job = |part: usize, parts: usize| {
+        let parts = pool.parts_for(n_heads, 1);
+        let job = |part: usize| {
             for h in Pool::split(n_heads, part, parts, 1) {
                 let g = h / group;
                 // SAFETY: head h alone uses scores[h * cap .. (h + 1) * cap]; scores holds
@@ -223,7 +224,7 @@ impl KvCache {
                 }
             }
         };
-        pool.run(&job);
+        pool.run(parts, &job);
     }
 }
 

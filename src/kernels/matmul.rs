@@ -1,5 +1,5 @@
 //! Matrix products with f32 activations and F32/F16/Q8 weights, split over the threads of a
-//! [`Pool`] by output rows (each thread reads its own slice of the weights).
+//! [`Pool`] by output rows (each part reads its own slice of the weights).
 //!
 //! Layout: weights `[rows, cols]` (PyTorch's `nn.Linear` layout, and a conv weight
 //! `[out, in * k]` flattened), activations token-major `[n, cols]`, output `[n, rows]`.
@@ -138,6 +138,9 @@ impl QScratch {
 const ROW_BLOCK_BYTES: usize = 96 * 1024;
 /// Activation bytes per token block in a multi-token product.
 const TOKEN_BLOCK_BYTES: usize = 64 * 1024;
+/// Smallest part of a threaded product, in weight bytes x tokens (a few microseconds of work:
+/// smaller parts cost more in claiming than they gain in balance).
+const MIN_PART_WORK: usize = 32 * 1024;
 
 /// `y[t, r] = dot(w[r], x[t])` for `n = x.len() / w.cols()` tokens; `y` is `[n, w.rows()]`.
 /// With one token this is the decode-step matrix-vector product.
@@ -189,8 +192,11 @@ pub fn matmul(k: &Kernels, pool: &Pool, w: &Mat, x: &[f32], y: &mut [f32], s: &m
     } else {
         (TOKEN_BLOCK_BYTES / (cols * 4)).clamp(1, n)
     };
+    // parts of whole 4-row units, each worth at least MIN_PART_WORK (bytes x tokens)
+    let unit_work = 4 * row_bytes * n;
+    let parts = pool.parts_for(rows.div_ceil(4), MIN_PART_WORK.div_ceil(unit_work.max(1)));
     let yp = SyncPtr(y.as_mut_ptr());
-    let job = |part: usize, parts: usize| {
+    let job = |part: usize| {
         let mine = Pool::split(rows, part, parts, 4);
         let mut r0 = mine.start;
         while r0 < mine.end {
@@ -232,27 +238,14 @@ pub fn matmul(k: &Kernels, pool: &Pool, w: &Mat, x: &[f32], y: &mut [f32], s: &m
             r0 = r1;
         }
     };
-    pool.run(&job);
+    pool.run(parts, &job);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernels::q8::quantize_matrix;
-
-    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::test_rand::rand_vec;
 
     fn naive(w: &[f32], x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         let n = x.len() / cols;

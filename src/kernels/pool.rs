@@ -1,47 +1,82 @@
-//! A persistent spin-then-park thread pool for the per-token grain.
+//! A persistent compute pool for the per-token grain, that holds up on a busy machine.
 //!
 //! A decode step is a few dozen matrix-vector products of well under a millisecond each, so the
-//! cost of handing work to threads is paid many times per frame. This pool keeps its workers
-//! alive, spinning briefly after each job and then parking, and hands out one job at a time as
-//! a borrowed closure: posting a job is two atomic operations and a (usually free) unpark, with
-//! no allocation. `benches/kernels.rs` measures it against rayon at that grain. Rayon stays the
-//! tool for coarse work (the RVQ search, batch encoding).
+//! cost of handing work to threads is paid thousands of times per frame: the workers stay
+//! alive, a job is a borrowed closure, and posting one is a few atomic operations with no
+//! allocation. `benches/kernels.rs` measures it against rayon at that grain.
 //!
-//! A job is `f(part, parts)` run once for every `part` in `0..parts` where `parts` is the pool
-//! size; the caller runs part 0. If the pool is already busy (a nested call, or a second thread
-//! using the same pool) the job runs serially on the caller, so `run` never deadlocks.
+//! # Scheduling
+//! A job is `f(part)` for every `part` in `0..parts`; the caller chooses `parts` (several per
+//! thread). Parts are **claimed dynamically**: the caller and whichever workers are awake take
+//! the next unclaimed part until none is left, so a worker the scheduler has put aside (another
+//! process wants the core, or the daemon's audio thread) simply takes no part, and the job does
+//! not wait for it. Only a part already claimed by a worker that is then preempted holds the
+//! caller up, and only until that worker runs again — which is soon, because nobody here keeps
+//! a core busy while waiting: a waiting thread spins for a few microseconds (the common case on
+//! a quiet machine: the next job or the last part arrives within that), then yields, then
+//! sleeps until woken. So `--threads N` costs little beside a busy process, and the spinning
+//! never steals a core another thread needs for more than [`SPIN_NS`].
+//!
+//! One pool serves a whole process (CSM, its codec, the live-context encoder and the RVQ
+//! search): if it is already running a job (a nested call, or a second thread using it), the
+//! new job runs on its caller alone, so `run` never deadlocks and never oversubscribes.
+//!
+//! A panic in a part is caught, the job is finished by the others, and the caller gets the
+//! panic back; the pool stays usable (there is no lock to poison).
 
 use std::cell::UnsafeCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle, Thread};
+use std::time::Instant;
 
-/// How many spin iterations a waiting thread makes before parking (tens of microseconds).
-const SPIN: u32 = 1 << 14;
+/// How long a waiting thread spins before it yields and then sleeps.
+pub const SPIN_NS: u64 = 20_000;
+/// How long it then yields the CPU (`sched_yield`) before it parks.
+const YIELD_NS: u64 = 100_000;
 
-type Job = dyn Fn(usize, usize) + Sync;
+type Job = dyn Fn(usize) + Sync;
+
+/// The job state word: generation in the high 32 bits, next unclaimed part in the low 32.
+const PART_BITS: u32 = 32;
+const PART_MASK: u64 = (1 << PART_BITS) - 1;
 
 struct Shared {
-    /// Bumped (Release) after `job` is written; workers compare it with the last one they ran.
-    generation: AtomicUsize,
-    /// Workers that have not finished the current job.
-    pending: AtomicUsize,
+    /// `generation << 32 | next part`; a worker claims part `p` of generation `g` with one
+    /// compare-and-swap from `g << 32 | p` to `g << 32 | p + 1`.
+    state: AtomicU64,
+    /// Parts of the current job.
+    parts: AtomicUsize,
+    /// Parts finished in the current job.
+    done: AtomicUsize,
+    /// Set while a job runs: one job at a time (others run on their caller).
+    busy: AtomicBool,
     shutdown: AtomicBool,
     panicked: AtomicBool,
-    /// The current job, valid from a generation bump until `pending` reaches zero.
+    /// Workers that have started (their thread set-up, which allocates, is done).
+    started: AtomicUsize,
+    /// The current job, valid while a part of it is unfinished.
     job: UnsafeCell<*const Job>,
-    /// The thread that posted the current job (woken by the last worker to finish).
+    /// The thread that posted the current job (woken by the worker that finishes the last part).
     caller: UnsafeCell<Option<Thread>>,
-    /// Held for the length of a job: one job at a time.
-    busy: Mutex<()>,
 }
 
-// SAFETY: `job` and `caller` are written only by the thread holding `busy`, before the Release
-// bump of `generation`, and read by workers only after the matching Acquire load; they are not
-// written again until every worker has decremented `pending`.
+// SAFETY: `job` and `caller` are written only by the thread that set `busy`, before the Release
+// store that publishes a new generation, and while no part of any job is unfinished; a worker
+// reads them only after claiming a part of the current generation (Acquire), and the job cannot
+// finish (so they cannot be rewritten) until that part is done.
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
+
+/// The number of compute threads for a request of `requested` (0 means one per available CPU).
+pub fn thread_count(requested: usize) -> usize {
+    if requested == 0 {
+        thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        requested
+    }
+}
 
 /// A fixed-size pool of compute threads (see the module docs).
 pub struct Pool {
@@ -58,32 +93,35 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// A pool of `threads` compute threads in all, the caller included (0 means one per
-    /// available CPU).
+    /// available CPU, see [`thread_count`]).
     pub fn new(threads: usize) -> Pool {
-        let threads = if threads == 0 {
-            thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
+        let threads = thread_count(threads);
         let shared = Arc::new(Shared {
-            generation: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            state: AtomicU64::new(0),
+            parts: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            busy: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
-            job: UnsafeCell::new(std::ptr::null::<fn(usize, usize)>() as *const Job),
+            started: AtomicUsize::new(0),
+            job: UnsafeCell::new(std::ptr::null::<fn(usize)>() as *const Job),
             caller: UnsafeCell::new(None),
-            busy: Mutex::new(()),
         });
         let workers = (1..threads)
-            .map(|part| {
+            .map(|i| {
                 let s = shared.clone();
                 let h = thread::Builder::new()
-                    .name(format!("edgecsm-compute-{part}"))
-                    .spawn(move || worker(&s, part, threads))
+                    .name(format!("edgecsm-compute-{i}"))
+                    .spawn(move || worker(&s))
                     .expect("spawning a compute thread");
                 (h.thread().clone(), h)
             })
             .collect();
+        // a worker that starts late would do its thread set-up (and its allocations) in the
+        // middle of some later job; wait until every worker is running
+        while shared.started.load(Ordering::Acquire) < threads - 1 {
+            thread::yield_now();
+        }
         Pool {
             threads,
             shared,
@@ -91,52 +129,71 @@ impl Pool {
         }
     }
 
-    /// Total number of threads working on a job (the caller included).
+    /// Total number of threads that may work on a job (the caller included).
     pub fn threads(&self) -> usize {
         self.threads
     }
 
-    /// Runs `f(part, parts)` for every part in `0..parts` and returns when all are done.
-    pub fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
-        if self.threads == 1 {
-            return f(0, 1);
-        }
-        let Ok(_guard) = self.shared.busy.try_lock() else {
-            // Busy (nested or concurrent use): do the whole job here.
-            for p in 0..self.threads {
-                f(p, self.threads);
-            }
+    /// Runs `f(part)` for every part in `0..parts` and returns when all are done (see the
+    /// module docs). Parts run in any order, on any thread, each exactly once.
+    pub fn run(&self, parts: usize, f: &(dyn Fn(usize) + Sync)) {
+        if parts == 0 {
             return;
-        };
+        }
+        if self.threads == 1 || parts == 1 {
+            return (0..parts).for_each(f);
+        }
         let s = &*self.shared;
-        // SAFETY: we hold `busy` and every worker finished the previous job (pending == 0), so
-        // no one reads these cells now. The 'static lifetime is a lie the wait below makes
-        // true: `run` does not return until no worker can touch `f` any more.
+        if s.busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // in use (nested or concurrent): the whole job here
+            return (0..parts).for_each(f);
+        }
+        assert!(
+            (parts as u64) < PART_MASK,
+            "pool: {parts} parts is too many for one job"
+        );
+        // SAFETY: we set `busy` and the previous job is finished (done == parts), so no worker
+        // reads these cells now. The 'static lifetime is a lie the wait below makes true: `run`
+        // does not return until every part, the only users of `f`, has finished.
         unsafe {
-            *s.job.get() = std::mem::transmute::<&(dyn Fn(usize, usize) + Sync), *const Job>(f);
+            *s.job.get() = std::mem::transmute::<&(dyn Fn(usize) + Sync), *const Job>(f);
             *s.caller.get() = Some(thread::current());
         }
-        s.pending.store(self.threads - 1, Ordering::Relaxed);
-        s.generation.fetch_add(1, Ordering::Release);
+        s.parts.store(parts, Ordering::Relaxed);
+        s.done.store(0, Ordering::Relaxed);
+        let generation = (s.state.load(Ordering::Relaxed) >> PART_BITS) + 1;
+        s.state.store(generation << PART_BITS, Ordering::Release);
         for (t, _) in &self.workers {
             t.unpark();
         }
-        let mine = catch_unwind(AssertUnwindSafe(|| f(0, self.threads)));
-        let mut spins = 0;
-        while s.pending.load(Ordering::Acquire) != 0 {
-            if spins < SPIN {
-                spins += 1;
-                std::hint::spin_loop();
-            } else {
-                thread::park();
+        let mut mine = Ok(());
+        while let Some(p) = claim(s, generation) {
+            if mine.is_ok() {
+                mine = catch_unwind(AssertUnwindSafe(|| f(p)));
             }
+            s.done.fetch_add(1, Ordering::Release);
         }
+        wait(|| s.done.load(Ordering::Acquire) == parts);
+        s.busy.store(false, Ordering::Release);
         if let Err(p) = mine {
             std::panic::resume_unwind(p);
         }
         if s.panicked.swap(false, Ordering::Relaxed) {
             panic!("a compute thread panicked while running a job");
         }
+    }
+
+    /// How many parts to cut a job of `units` equal units into, for a pool of this size: about
+    /// four per thread (so a thread that is late or preempted holds up little), each at least
+    /// `min_units` long.
+    pub fn parts_for(&self, units: usize, min_units: usize) -> usize {
+        if self.threads == 1 {
+            return 1;
+        }
+        units.div_ceil(min_units.max(1)).clamp(1, 4 * self.threads)
     }
 
     /// Splits `0..len` into `parts` contiguous ranges whose starts are multiples of `align`
@@ -149,36 +206,88 @@ impl Pool {
     }
 }
 
-fn worker(s: &Shared, part: usize, parts: usize) {
-    let mut seen = 0usize;
+/// Claims the next unfinished part of job `generation`, or None when all are claimed or the
+/// job is no longer current.
+fn claim(s: &Shared, generation: u64) -> Option<usize> {
+    let mut cur = s.state.load(Ordering::Acquire);
     loop {
-        let mut spins = 0;
-        loop {
-            if s.shutdown.load(Ordering::Acquire) {
+        if cur >> PART_BITS != generation {
+            return None;
+        }
+        let p = (cur & PART_MASK) as usize;
+        if p >= s.parts.load(Ordering::Relaxed) {
+            return None;
+        }
+        match s
+            .state
+            .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => return Some(p),
+            Err(c) => cur = c,
+        }
+    }
+}
+
+/// Waits until `ready()`: spins [`SPIN_NS`], then yields the CPU for a while, then parks until
+/// whoever makes `ready` true unparks this thread (an unpark that comes between the check and
+/// the park leaves a token, so it is never lost; a spurious wake-up re-checks).
+fn wait(mut ready: impl FnMut() -> bool) {
+    if ready() {
+        return;
+    }
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
                 return;
             }
-            let g = s.generation.load(Ordering::Acquire);
-            if g != seen {
-                seen = g;
+            std::hint::spin_loop();
+        }
+        // reading the clock every 64 spins keeps its cost out of the fast path
+        let ns = start.elapsed().as_nanos() as u64;
+        if ns < SPIN_NS {
+            continue;
+        }
+        if ready() {
+            return;
+        }
+        if ns < SPIN_NS + YIELD_NS {
+            thread::yield_now();
+        } else {
+            thread::park();
+        }
+    }
+}
+
+fn worker(s: &Shared) {
+    s.started.fetch_add(1, Ordering::Release);
+    let mut seen = 0u64;
+    loop {
+        let mut generation = seen;
+        wait(|| {
+            generation = s.state.load(Ordering::Acquire) >> PART_BITS;
+            generation != seen || s.shutdown.load(Ordering::Relaxed)
+        });
+        if s.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        seen = generation;
+        while let Some(p) = claim(s, generation) {
+            // SAFETY: we own part p of the current job, which keeps the job (and these cells)
+            // alive and unchanged until we count the part done below.
+            let job = unsafe { &**s.job.get() };
+            if catch_unwind(AssertUnwindSafe(|| job(p))).is_err() {
+                s.panicked.store(true, Ordering::Relaxed);
+            }
+            // SAFETY: as above; read before the part is counted done.
+            let caller = unsafe { (*s.caller.get()).clone() };
+            let parts = s.parts.load(Ordering::Relaxed);
+            if s.done.fetch_add(1, Ordering::AcqRel) + 1 == parts {
+                if let Some(c) = caller {
+                    c.unpark();
+                }
                 break;
             }
-            if spins < SPIN {
-                spins += 1;
-                std::hint::spin_loop();
-            } else {
-                thread::park();
-            }
-        }
-        // SAFETY: the Acquire load of the new generation orders this read after the caller's
-        // write; the caller keeps `f` alive until `pending` reaches zero below.
-        let (job, caller) = unsafe { (&**s.job.get(), (*s.caller.get()).clone()) };
-        if catch_unwind(AssertUnwindSafe(|| job(part, parts))).is_err() {
-            s.panicked.store(true, Ordering::Relaxed);
-        }
-        if s.pending.fetch_sub(1, Ordering::AcqRel) == 1
-            && let Some(c) = caller
-        {
-            c.unpark();
         }
     }
 }
@@ -215,27 +324,71 @@ mod tests {
     fn every_part_runs_once_per_job() {
         for threads in [1, 2, 3] {
             let pool = Pool::new(threads);
-            for _ in 0..200 {
-                let hits: Vec<AtomicUsize> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
-                pool.run(&|p, n| {
-                    assert_eq!(n, threads);
-                    hits[p].fetch_add(1, Ordering::Relaxed);
-                });
-                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            for parts in [1, 2, 3, 7, 64] {
+                for _ in 0..200 {
+                    let hits: Vec<AtomicUsize> = (0..parts).map(|_| AtomicUsize::new(0)).collect();
+                    pool.run(parts, &|p| {
+                        hits[p].fetch_add(1, Ordering::Relaxed);
+                    });
+                    assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                }
             }
         }
     }
 
     #[test]
-    fn nested_use_runs_serially_instead_of_deadlocking() {
+    fn nested_and_concurrent_use_runs_on_the_caller_instead_of_deadlocking() {
         let pool = Pool::new(2);
         let count = AtomicUsize::new(0);
-        pool.run(&|_, _| {
-            pool.run(&|_, _| {
+        pool.run(4, &|_| {
+            pool.run(3, &|_| {
                 count.fetch_add(1, Ordering::Relaxed);
             })
         });
-        assert_eq!(count.load(Ordering::Relaxed), 4);
+        assert_eq!(count.load(Ordering::Relaxed), 12);
+        // two threads posting jobs at once
+        let pool = Arc::new(Pool::new(2));
+        let total = Arc::new(AtomicUsize::new(0));
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let (pool, total) = (pool.clone(), total.clone());
+                thread::spawn(move || {
+                    for _ in 0..2000 {
+                        pool.run(5, &|_| {
+                            total.fetch_add(1, Ordering::Relaxed);
+                        });
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 2 * 2000 * 5);
+    }
+
+    #[test]
+    fn a_job_does_not_wait_for_a_worker_that_is_not_running() {
+        // A part that blocks its thread until every other part has run: it can only finish if
+        // the others are claimed by someone else (the caller) — with static splitting into
+        // one part per thread this deadlocks whenever the worker takes the blocking part
+        // first; with claiming the caller runs the rest.
+        let pool = Pool::new(2);
+        for _ in 0..50 {
+            let done = AtomicUsize::new(0);
+            let parts = 8;
+            pool.run(parts, &|p| {
+                if p == 0 {
+                    let t = Instant::now();
+                    while done.load(Ordering::Acquire) < parts - 1 {
+                        assert!(t.elapsed().as_secs() < 10, "other parts stalled");
+                        thread::yield_now();
+                    }
+                }
+                done.fetch_add(1, Ordering::Release);
+            });
+            assert_eq!(done.load(Ordering::Relaxed), parts);
+        }
     }
 
     #[test]
@@ -255,17 +408,20 @@ mod tests {
     }
 
     #[test]
-    fn a_panicking_part_is_reported_to_the_caller() {
+    fn a_panicking_part_is_reported_and_the_pool_recovers() {
         let pool = Pool::new(2);
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            pool.run(&|p, _| assert!(p != 1, "boom"))
-        }));
-        assert!(r.is_err());
-        // the pool still works afterwards
-        let count = AtomicUsize::new(0);
-        pool.run(&|_, _| {
-            count.fetch_add(1, Ordering::Relaxed);
-        });
-        assert_eq!(count.load(Ordering::Relaxed), 2);
+        for bad in [0, 3] {
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                pool.run(4, &|p| assert!(p != bad, "boom"))
+            }));
+            assert!(r.is_err());
+            // the pool still works in parallel afterwards (no poisoned lock, no serial mode)
+            let count = AtomicUsize::new(0);
+            pool.run(16, &|_| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(count.load(Ordering::Relaxed), 16);
+            assert!(!pool.shared.busy.load(Ordering::Relaxed));
+        }
     }
 }

@@ -1,16 +1,21 @@
 //! Mimi's `config.json`, as written by transformers 4.x (the published `kyutai/mimi` checkpoint:
 //! `rope_theta`, `frame_rate`) or 5.x (`rope_parameters`, `_frame_rate: null`).
 //!
-//! A missing key takes the transformers default, which is the kyutai/mimi value. Every key that
-//! changes the model's maths is either honoured or, if this crate does not implement that
-//! variant, rejected with [`Error::BadConfig`] naming the key. Unknown keys are rejected unless
-//! they are on the [`HARMLESS_KEYS`] list (metadata and training/initialisation-only settings).
+//! A missing or null key takes the transformers default, which is the kyutai/mimi value. Every
+//! key that changes the model's maths is either honoured or, if this crate does not implement
+//! that variant, rejected with [`Error::BadConfig`] naming the key. Unknown keys are rejected
+//! unless they are on the [`HARMLESS_KEYS`] list (metadata and training/initialisation-only
+//! settings). Sizes are checked against [`crate::config::limits`].
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::path::Path;
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::Value;
 
+use crate::config::{self, Is, Only, Positive, RawRope, limits, nullable};
 use crate::{Error, Result};
 
 /// Keys accepted and ignored: they cannot change inference results.
@@ -106,354 +111,364 @@ impl Default for MimiConfig {
     }
 }
 
-/// Reads keys out of the JSON object, remembering which ones were looked at.
-struct Reader<'a> {
-    obj: &'a Map<String, Value>,
-    path: &'a Path,
-    seen: BTreeSet<&'static str>,
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ModelType {
+    Mimi,
 }
 
-impl<'a> Reader<'a> {
-    fn err(&self, msg: String) -> Error {
-        Error::BadConfig {
-            path: self.path.to_path_buf(),
-            msg,
-        }
-    }
-
-    /// The value of `key`, or None when absent or null.
-    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
-        self.seen.insert(key);
-        self.obj.get(key).filter(|v| !v.is_null())
-    }
-
-    fn usize(&mut self, key: &'static str, default: usize) -> Result<usize> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| {
-                    self.err(format!("`{key}` must be a non-negative integer, got {v}"))
-                }),
-        }
-    }
-
-    fn positive(&mut self, key: &'static str, default: usize) -> Result<usize> {
-        let n = self.usize(key, default)?;
-        if n == 0 {
-            return Err(self.err(format!("`{key}` must be at least 1, got 0")));
-        }
-        Ok(n)
-    }
-
-    fn f64(&mut self, key: &'static str, default: f64) -> Result<f64> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| self.err(format!("`{key}` must be a number, got {v}"))),
-        }
-    }
-
-    /// Requires `key` (if present) to equal `want`; `why` says what the port implements.
-    fn require(&mut self, key: &'static str, want: &Value, why: &str) -> Result<()> {
-        match self.get(key) {
-            Some(v) if !json_eq(v, want) => Err(self.err(format!(
-                "`{key}` = {v} is not supported (only {want}: {why})"
-            ))),
-            _ => Ok(()),
-        }
-    }
+/// Zero left padding.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum PadMode {
+    Constant,
 }
 
-/// JSON equality where 1 and 1.0 are the same number (shared with the CSM config).
-pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
+/// The exact (erf) GELU.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum HiddenAct {
+    Gelu,
+}
+
+/// `config.json` as written: every key optional (null is the same as absent unless noted),
+/// types and one-value switches checked as it is read; [`MimiConfig::try_from`] fills in the
+/// defaults and checks the rest.
+#[allow(dead_code)] // the one-value switches are checked as they are read, never used
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a JSON object")]
+pub(crate) struct RawMimi {
+    model_type: Option<ModelType>,
+    // Behaviour switches implemented only in their kyutai/mimi setting.
+    audio_channels: Option<Only<1>>,
+    use_causal_conv: Option<Is<true>>,
+    pad_mode: Option<PadMode>,
+    /// All the trimming on the right.
+    trim_right_ratio: Option<Only<1>>,
+    /// Identity skips in the residual blocks.
+    use_conv_shortcut: Option<Is<false>>,
+    hidden_act: Option<HiddenAct>,
+    attention_bias: Option<Is<false>>,
+    /// Only `hidden_size` (a depthwise upsample).
+    upsample_groups: Option<NonZeroUsize>,
+    /// Only `num_attention_heads` (plain multi-head attention).
+    num_key_value_heads: Option<NonZeroUsize>,
+    sampling_rate: Option<NonZeroUsize>,
+    num_filters: Option<NonZeroUsize>,
+    num_residual_layers: Option<usize>,
+    upsampling_ratios: Option<Vec<NonZeroUsize>>,
+    kernel_size: Option<NonZeroUsize>,
+    last_kernel_size: Option<NonZeroUsize>,
+    residual_kernel_size: Option<NonZeroUsize>,
+    dilation_growth_rate: Option<NonZeroUsize>,
+    compress: Option<NonZeroUsize>,
+    hidden_size: Option<NonZeroUsize>,
+    num_hidden_layers: Option<usize>,
+    intermediate_size: Option<NonZeroUsize>,
+    num_attention_heads: Option<NonZeroUsize>,
+    head_dim: Option<NonZeroUsize>,
+    norm_eps: Option<Positive>,
+    /// Null (unbounded attention) is not supported.
+    #[serde(default, deserialize_with = "nullable")]
+    sliding_window: Option<Option<NonZeroUsize>>,
+    rope_theta: Option<Positive>,
+    rope_scaling: Option<RawRope>,
+    rope_parameters: Option<RawRope>,
+    codebook_size: Option<NonZeroUsize>,
+    /// Absent: 256; null: `hidden_size` (as transformers reads it).
+    #[serde(default, deserialize_with = "nullable")]
+    codebook_dim: Option<Option<NonZeroUsize>>,
+    num_quantizers: Option<NonZeroUsize>,
+    num_semantic_quantizers: Option<NonZeroUsize>,
+    vector_quantization_hidden_dimension: Option<NonZeroUsize>,
+    /// Null drops that half; an object is not supported (the halves share the top-level keys).
+    #[serde(default, deserialize_with = "nullable")]
+    encoder_config: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "nullable")]
+    decoder_config: Option<Option<Value>>,
+    /// 4.x `frame_rate`, 5.x `_frame_rate`: an explicit rate sets the downsample stride in the
+    /// reference; only the rate of the 2x downsample is supported.
+    frame_rate: Option<f64>,
+    #[serde(rename = "_frame_rate")]
+    frame_rate_5x: Option<f64>,
+    /// Every other key: accepted only if harmless.
+    #[serde(flatten)]
+    other: BTreeMap<String, IgnoredAny>,
+}
+
+impl TryFrom<RawMimi> for MimiConfig {
+    type Error = String;
+
+    /// Defaults for the absent keys, then every cross-field and size check.
+    fn try_from(r: RawMimi) -> std::result::Result<Self, String> {
+        config::only_harmless(&r.other, HARMLESS_KEYS, "")?;
+        let d = MimiConfig::default();
+        let or = |v: Option<NonZeroUsize>, d: usize| v.map_or(d, NonZeroUsize::get);
+        let (hidden_size, heads) = (
+            or(r.hidden_size, d.hidden_size),
+            or(r.num_attention_heads, d.num_attention_heads),
+        );
+        let (rope_theta, scaling) = config::rope(
+            "",
+            r.rope_theta,
+            r.rope_scaling.as_ref(),
+            r.rope_parameters.as_ref(),
+            d.rope_theta,
+        )?;
+        if scaling.is_some() {
+            return Err("RoPE scaling (rope_type \"llama3\") is not supported for Mimi".into());
+        }
+        if r.sliding_window == Some(None) {
+            return Err("`sliding_window` = null (unbounded attention) is not supported".into());
+        }
+        for (key, v) in [
+            ("encoder_config", &r.encoder_config),
+            ("decoder_config", &r.decoder_config),
+        ] {
+            if let Some(Some(v)) = v {
+                return Err(format!(
+                    "`{key}` must be absent or null (the halves share the top-level fields), \
+                     got {v}"
+                ));
+            }
+        }
+        let cfg = MimiConfig {
+            sampling_rate: or(r.sampling_rate, d.sampling_rate),
+            num_filters: or(r.num_filters, d.num_filters),
+            num_residual_layers: r.num_residual_layers.unwrap_or(d.num_residual_layers),
+            upsampling_ratios: r.upsampling_ratios.map_or(d.upsampling_ratios, |v| {
+                v.into_iter().map(NonZeroUsize::get).collect()
+            }),
+            kernel_size: or(r.kernel_size, d.kernel_size),
+            last_kernel_size: or(r.last_kernel_size, d.last_kernel_size),
+            residual_kernel_size: or(r.residual_kernel_size, d.residual_kernel_size),
+            dilation_growth_rate: or(r.dilation_growth_rate, d.dilation_growth_rate),
+            compress: or(r.compress, d.compress),
+            hidden_size,
+            num_hidden_layers: r.num_hidden_layers.unwrap_or(d.num_hidden_layers),
+            intermediate_size: or(r.intermediate_size, d.intermediate_size),
+            num_attention_heads: heads,
+            head_dim: or(r.head_dim, hidden_size / heads),
+            norm_eps: r.norm_eps.map_or(d.norm_eps, |p| p.0),
+            rope_theta,
+            sliding_window: or(r.sliding_window.flatten(), d.sliding_window),
+            codebook_size: or(r.codebook_size, d.codebook_size),
+            codebook_dim: match r.codebook_dim {
+                Some(None) => hidden_size,
+                v => or(v.flatten(), d.codebook_dim),
+            },
+            num_quantizers: or(r.num_quantizers, d.num_quantizers),
+            num_semantic_quantizers: or(r.num_semantic_quantizers, d.num_semantic_quantizers),
+            vector_quantization_hidden_dimension: or(
+                r.vector_quantization_hidden_dimension,
+                d.vector_quantization_hidden_dimension,
+            ),
+            has_encoder: r.encoder_config.is_none(),
+            has_decoder: r.decoder_config.is_none(),
+        };
+        cfg.check()?;
+        let groups = or(r.upsample_groups, hidden_size);
+        if groups != hidden_size {
+            return Err(format!(
+                "`upsample_groups` = {groups} is not supported (only depthwise: hidden_size = \
+                 {hidden_size})"
+            ));
+        }
+        let kv_heads = or(r.num_key_value_heads, heads);
+        if kv_heads != heads {
+            return Err(format!(
+                "`num_key_value_heads` = {kv_heads} is not supported (only `num_attention_heads` \
+                 = {heads}, plain multi-head attention)"
+            ));
+        }
+        let want = cfg.frame_rate();
+        for (key, rate) in [
+            ("frame_rate", r.frame_rate),
+            ("_frame_rate", r.frame_rate_5x),
+        ] {
+            if let Some(rate) = rate
+                && (rate - want).abs() > 1e-9 * want
+            {
+                return Err(format!(
+                    "`{key}` = {rate} disagrees with sampling_rate / frame size = {want} (only \
+                     the 2x downsample of the reference is supported)"
+                ));
+            }
+        }
+        Ok(cfg)
     }
 }
 
 impl MimiConfig {
     /// Reads and validates `path` (a Mimi `config.json`).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, path)
+        config::load::<RawMimi, _>(path.as_ref())
     }
 
     /// Parses and validates config JSON; `path` only names the source in error messages.
     pub fn parse(json: &str, path: &Path) -> Result<Self> {
-        let bad = |msg: String| Error::BadConfig {
-            path: PathBuf::from(path),
-            msg,
-        };
-        let value: Value =
-            serde_json::from_str(json).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| bad("the top level must be a JSON object".into()))?;
-        let mut r = Reader {
-            obj,
-            path,
-            seen: BTreeSet::new(),
-        };
-        let d = MimiConfig::default();
+        config::parse::<RawMimi, _>(json, path)
+    }
 
-        if let Some(v) = r.get("model_type")
-            && v.as_str() != Some("mimi")
-        {
-            return Err(bad(format!("`model_type` is {v}, expected \"mimi\"")));
-        }
+    /// The checks that hold for every usable configuration (sizes within
+    /// [`crate::config::limits`] first, so that no derived size can overflow, then the
+    /// relations between fields); [`crate::mimi::Mimi::from_weights`] runs them too.
+    pub fn validate(&self) -> Result<()> {
+        self.check()
+            .map_err(|msg| Error::Invalid(format!("Mimi config: {msg}")))
+    }
 
-        // Behaviour switches this crate implements only in their kyutai/mimi setting.
-        r.require("audio_channels", &Value::from(1), "mono audio")?;
-        r.require("use_causal_conv", &Value::from(true), "causal convolutions")?;
-        r.require("pad_mode", &Value::from("constant"), "zero left padding")?;
-        r.require(
-            "trim_right_ratio",
-            &Value::from(1.0),
-            "trim all on the right",
+    fn check(&self) -> std::result::Result<(), String> {
+        use limits::*;
+        let stages = self.upsampling_ratios.len();
+        config::fields_in_ranges!(
+            self,
+            "",
+            sampling_rate: 1..=SAMPLING_RATE,
+            num_filters: 1..=SEANET_CHANNELS,
+            num_residual_layers: 0..=RESIDUAL_LAYERS,
+            kernel_size: 1..=KERNEL,
+            last_kernel_size: 1..=KERNEL,
+            residual_kernel_size: 1..=KERNEL,
+            dilation_growth_rate: 1..=CONV_SPAN,
+            compress: 1..=SEANET_CHANNELS,
+            hidden_size: 1..=HIDDEN_SIZE,
+            num_hidden_layers: 0..=LAYERS,
+            intermediate_size: 1..=INTERMEDIATE_SIZE,
+            num_attention_heads: 1..=HEADS,
+            head_dim: 1..=HEAD_DIM,
+            sliding_window: 1..=POSITIONS,
+            codebook_size: 1..=CODEBOOK_SIZE,
+            codebook_dim: 1..=CODEBOOK_DIM,
+            num_quantizers: 1..=CODEBOOKS,
+            num_semantic_quantizers: 1..=CODEBOOKS,
         )?;
-        r.require("use_conv_shortcut", &Value::from(false), "identity skips")?;
-        r.require("hidden_act", &Value::from("gelu"), "exact erf GELU")?;
-        r.require("attention_bias", &Value::from(false), "bias-free attention")?;
-        r.require("rope_scaling", &Value::Null, "plain RoPE")?;
-
-        let sampling_rate = r.positive("sampling_rate", d.sampling_rate)?;
-        let hidden_size = r.positive("hidden_size", d.hidden_size)?;
-        let num_filters = r.positive("num_filters", d.num_filters)?;
-        let num_residual_layers = r.usize("num_residual_layers", d.num_residual_layers)?;
-        let upsampling_ratios = match r.get("upsampling_ratios") {
-            None => d.upsampling_ratios.clone(),
-            Some(v) => {
-                let list = v.as_array().filter(|a| !a.is_empty());
-                let ratios: Option<Vec<usize>> = list.and_then(|a| {
-                    a.iter()
-                        .map(|x| x.as_u64().and_then(|n| usize::try_from(n).ok()))
-                        .filter(|n| *n != Some(0))
-                        .collect::<Option<Vec<usize>>>()
-                        .filter(|ns| ns.len() == a.len())
-                });
-                ratios.ok_or_else(|| {
-                    bad(format!(
-                        "`upsampling_ratios` must be a non-empty list of positive integers, got {v}"
-                    ))
-                })?
-            }
-        };
-        let kernel_size = r.positive("kernel_size", d.kernel_size)?;
-        let last_kernel_size = r.positive("last_kernel_size", d.last_kernel_size)?;
-        let residual_kernel_size = r.positive("residual_kernel_size", d.residual_kernel_size)?;
-        let dilation_growth_rate = r.positive("dilation_growth_rate", d.dilation_growth_rate)?;
-        let compress = r.positive("compress", d.compress)?;
-        let codebook_size = r.positive("codebook_size", d.codebook_size)?;
-        let vq_dim = r.positive(
-            "vector_quantization_hidden_dimension",
-            d.vector_quantization_hidden_dimension,
-        )?;
-        // transformers: an absent `codebook_dim` is 256, an explicit null means hidden_size.
-        let codebook_dim = match obj.get("codebook_dim") {
-            Some(Value::Null) => hidden_size,
-            _ => r.positive("codebook_dim", d.codebook_dim)?,
-        };
-        r.seen.insert("codebook_dim");
-        let num_quantizers = r.positive("num_quantizers", d.num_quantizers)?;
-        let num_semantic_quantizers =
-            r.positive("num_semantic_quantizers", d.num_semantic_quantizers)?;
-        let upsample_groups = r.positive("upsample_groups", d.hidden_size)?;
-        let num_hidden_layers = r.usize("num_hidden_layers", d.num_hidden_layers)?;
-        let intermediate_size = r.positive("intermediate_size", d.intermediate_size)?;
-        let num_attention_heads = r.positive("num_attention_heads", d.num_attention_heads)?;
-        let num_key_value_heads = r.positive("num_key_value_heads", d.num_attention_heads)?;
-        let head_dim = r.positive("head_dim", hidden_size / num_attention_heads)?;
-        let norm_eps = r.f64("norm_eps", d.norm_eps)?;
-        let sliding_window = match r.get("sliding_window") {
-            None if obj.contains_key("sliding_window") => {
-                return Err(bad(
-                    "`sliding_window` = null (unbounded attention) is not supported".into(),
-                ));
-            }
-            _ => r.positive("sliding_window", d.sliding_window)?,
-        };
-
-        // RoPE: 4.x `rope_theta` (+ `rope_scaling: null`), 5.x `rope_parameters`.
-        let top_theta = r.f64("rope_theta", d.rope_theta)?;
-        let rope_theta = match r.get("rope_parameters") {
-            None => top_theta,
-            Some(p) => {
-                let p = p
-                    .as_object()
-                    .ok_or_else(|| bad(format!("`rope_parameters` must be an object, got {p}")))?;
-                let mut theta = top_theta;
-                for (k, v) in p {
-                    match k.as_str() {
-                        "rope_type" if v.as_str() == Some("default") => {}
-                        "rope_theta" => {
-                            theta = v.as_f64().ok_or_else(|| {
-                                bad(format!(
-                                    "`rope_parameters.rope_theta` must be a number, got {v}"
-                                ))
-                            })?
-                        }
-                        _ => {
-                            return Err(bad(format!(
-                                "`rope_parameters.{k}` = {v} is not supported (only rope_type \
-                                 \"default\" and rope_theta)"
-                            )));
-                        }
-                    }
-                }
-                theta
-            }
-        };
-
-        let has_encoder = !matches!(obj.get("encoder_config"), Some(Value::Null));
-        let has_decoder = !matches!(obj.get("decoder_config"), Some(Value::Null));
-        for key in ["encoder_config", "decoder_config"] {
-            r.seen.insert(key);
-            if let Some(v) = obj.get(key)
-                && !v.is_null()
-            {
-                return Err(bad(format!(
-                    "`{key}` must be absent or null (the halves share the top-level fields), \
-                     got {v}"
-                )));
-            }
-        }
-        if !has_encoder && !has_decoder {
-            return Err(bad(
-                "both `encoder_config` and `decoder_config` are null: no codec left".into(),
-            ));
-        }
-
-        // 4.x `frame_rate` / 5.x `_frame_rate`: an explicit frame rate overrides the derived
-        // one in the reference and sets the downsample stride; only the consistent value is
-        // supported.
-        let explicit_rate = [r.get("frame_rate"), r.get("_frame_rate")];
-
-        for key in obj.keys() {
-            if !r.seen.contains(key.as_str()) && !HARMLESS_KEYS.contains(&key.as_str()) {
-                return Err(bad(format!(
-                    "unknown key `{key}`: it may change the model and is not supported"
-                )));
-            }
-        }
-
-        let cfg = MimiConfig {
-            sampling_rate,
-            num_filters,
-            num_residual_layers,
-            upsampling_ratios,
-            kernel_size,
-            last_kernel_size,
-            residual_kernel_size,
-            dilation_growth_rate,
-            compress,
-            hidden_size,
-            num_hidden_layers,
-            intermediate_size,
-            num_attention_heads,
-            head_dim,
-            norm_eps,
-            rope_theta,
-            sliding_window,
-            codebook_size,
-            codebook_dim,
-            num_quantizers,
-            num_semantic_quantizers,
-            vector_quantization_hidden_dimension: vq_dim,
-            has_encoder,
-            has_decoder,
-        };
-
-        // Cross-field checks. Sizes first, so that the derived quantities cannot overflow.
-        let hop = cfg
-            .upsampling_ratios
+        let ratios = &self.upsampling_ratios;
+        let hop = ratios
             .iter()
             .try_fold(1usize, |acc, &r| acc.checked_mul(r))
-            .filter(|h| h.checked_mul(2).is_some())
-            .ok_or_else(|| bad("`upsampling_ratios` multiply to an absurd hop length".into()))?;
-        let inner = u32::try_from(cfg.upsampling_ratios.len())
-            .ok()
-            .and_then(|s| 1usize.checked_shl(s))
-            .and_then(|m| num_filters.checked_mul(m));
-        if inner.is_none_or(|c| c > 1 << 20) {
-            return Err(bad(format!(
-                "`num_filters` {num_filters} << {} stages is too many channels",
-                cfg.upsampling_ratios.len()
-            )));
-        }
-        if sampling_rate % hop != 0 {
-            return Err(bad(format!(
-                "`sampling_rate` {sampling_rate} is not a multiple of the SEANet hop {hop} \
-                 (product of `upsampling_ratios`): the latent stride would not be 2"
-            )));
-        }
-        for (key, v) in ["frame_rate", "_frame_rate"].iter().zip(explicit_rate) {
-            if let Some(v) = v {
-                let rate = v
-                    .as_f64()
-                    .ok_or_else(|| bad(format!("`{key}` must be a number or null, got {v}")))?;
-                let want = cfg.frame_rate();
-                if (rate - want).abs() > 1e-9 * want {
-                    return Err(bad(format!(
-                        "`{key}` = {rate} disagrees with sampling_rate / frame size = {want} \
-                         (only the 2x downsample of the reference is supported)"
-                    )));
-                }
+            .filter(|&h| h <= HOP);
+        let hop = match hop {
+            Some(h)
+                if (1..=STAGES).contains(&stages)
+                    && ratios.iter().all(|r| (1..=RATIO).contains(r)) =>
+            {
+                h
             }
+            _ => {
+                return Err(format!(
+                    "`upsampling_ratios` {ratios:?} must be 1 to {STAGES} ratios of 1 to {RATIO} \
+                     whose product (the hop) is at most {HOP}"
+                ));
+            }
+        };
+        if self.compress > self.num_filters {
+            return Err(format!(
+                "`compress` {} leaves the residual blocks of `num_filters` {} channels none",
+                self.compress, self.num_filters
+            ));
         }
-        if upsample_groups != hidden_size {
-            return Err(bad(format!(
-                "`upsample_groups` = {upsample_groups} is not supported (only depthwise: \
-                 hidden_size = {hidden_size})"
-            )));
+        // Below the limits, the shifts and products here cannot overflow 64 bits.
+        if self.seanet_inner_channels() > SEANET_CHANNELS {
+            return Err(format!(
+                "`num_filters` {} << {stages} stages is above this runtime's limit of \
+                 {SEANET_CHANNELS} channels",
+                self.num_filters
+            ));
         }
-        if num_key_value_heads != num_attention_heads {
-            return Err(bad(format!(
-                "`num_key_value_heads` = {num_key_value_heads} is not supported (only \
-                 `num_attention_heads` = {num_attention_heads}, plain multi-head attention)"
-            )));
+        let span = (self.dilation_growth_rate as u64)
+            .checked_pow(self.num_residual_layers.saturating_sub(1) as u32)
+            .and_then(|d| d.checked_mul(self.residual_kernel_size as u64 - 1));
+        if span.is_none_or(|s| s >= CONV_SPAN as u64) {
+            return Err(format!(
+                "`dilation_growth_rate` {} over {} residual blocks of `residual_kernel_size` {} \
+                 spans more than this runtime's limit of {CONV_SPAN} steps",
+                self.dilation_growth_rate, self.num_residual_layers, self.residual_kernel_size
+            ));
         }
-        if hidden_size % num_attention_heads != 0 {
-            return Err(bad(format!(
-                "`hidden_size` {hidden_size} is not divisible by `num_attention_heads` \
-                 {num_attention_heads}"
-            )));
+        let widest = self
+            .kernel_size
+            .max(self.last_kernel_size)
+            .max(self.residual_kernel_size);
+        let per_frame = self.seanet_peak() * widest as u64;
+        if per_frame > SEANET_FRAME_VALUES as u64 {
+            return Err(format!(
+                "`upsampling_ratios` {ratios:?} with `num_filters` {} make SEANet buffers of \
+                 {per_frame} values a frame, above this runtime's limit of {SEANET_FRAME_VALUES}",
+                self.num_filters
+            ));
         }
-        if head_dim % 2 != 0 {
-            return Err(bad(format!(
-                "`head_dim` {head_dim} must be even (RoPE rotates half-dimension pairs)"
-            )));
+        let (layers, heads) = (self.num_hidden_layers, self.num_attention_heads);
+        let sizes = [layers, self.sliding_window, heads, self.head_dim];
+        config::kv_cache_fits("", "sliding_window", sizes)?;
+        if !self.sampling_rate.is_multiple_of(hop) {
+            return Err(format!(
+                "`sampling_rate` {} is not a multiple of the SEANet hop {hop} (product of \
+                 `upsampling_ratios`): the latent stride would not be 2",
+                self.sampling_rate
+            ));
         }
-        if num_semantic_quantizers >= num_quantizers {
-            return Err(bad(format!(
-                "`num_semantic_quantizers` {num_semantic_quantizers} must be below \
-                 `num_quantizers` {num_quantizers}"
-            )));
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(format!(
+                "`hidden_size` {} is not divisible by `num_attention_heads` {}",
+                self.hidden_size, self.num_attention_heads
+            ));
         }
-        if !codebook_size.is_power_of_two() {
-            return Err(bad(format!(
-                "`codebook_size` {codebook_size} must be a power of two"
-            )));
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(format!(
+                "`head_dim` {} must be even (RoPE rotates half-dimension pairs)",
+                self.head_dim
+            ));
         }
-        if codebook_dim != vq_dim {
-            return Err(bad(format!(
-                "`codebook_dim` {codebook_dim} must equal `vector_quantization_hidden_dimension` \
-                 {vq_dim} (the codewords live in the projected space)"
-            )));
+        if self.num_semantic_quantizers >= self.num_quantizers {
+            return Err(format!(
+                "`num_semantic_quantizers` {} must be below `num_quantizers` {}",
+                self.num_semantic_quantizers, self.num_quantizers
+            ));
         }
-        if !(norm_eps > 0.0 && norm_eps.is_finite()) {
-            return Err(bad(format!("`norm_eps` must be positive, got {norm_eps}")));
+        if !self.codebook_size.is_power_of_two() {
+            return Err(format!(
+                "`codebook_size` {} must be a power of two",
+                self.codebook_size
+            ));
         }
-        if !(rope_theta > 1.0 && rope_theta.is_finite()) {
-            return Err(bad(format!(
-                "RoPE theta must be a finite number above 1, got {rope_theta}"
-            )));
+        if self.codebook_dim != self.vector_quantization_hidden_dimension {
+            return Err(format!(
+                "`codebook_dim` {} must equal `vector_quantization_hidden_dimension` {} (the \
+                 codewords live in the projected space)",
+                self.codebook_dim, self.vector_quantization_hidden_dimension
+            ));
         }
-        Ok(cfg)
+        if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
+            return Err(format!(
+                "`norm_eps` must be positive, got {}",
+                self.norm_eps
+            ));
+        }
+        if !(self.rope_theta > 1.0 && self.rope_theta.is_finite()) {
+            return Err(format!(
+                "RoPE theta must be a finite number above 1, got {}",
+                self.rope_theta
+            ));
+        }
+        if !self.has_encoder && !self.has_decoder {
+            return Err(
+                "both `encoder_config` and `decoder_config` are null: no codec left".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The widest SEANet activation of one frame, in values: `steps x channels` at the
+    /// encoder stage where it peaks (the decoder mirrors the encoder).
+    fn seanet_peak(&self) -> u64 {
+        let mut steps = self.frame_size() as u64;
+        let mut peak = steps * self.num_filters as u64;
+        for s in 0..self.num_stages() {
+            steps = steps.div_ceil(self.encoder_ratio(s) as u64);
+            peak = peak.max(steps * self.encoder_stage_channels(s + 1) as u64);
+        }
+        peak
     }
 
     /// SEANet hop: input samples per transformer step (product of the ratios; 960).
@@ -516,40 +531,10 @@ impl MimiConfig {
     pub fn residual_dilation(&self, j: usize) -> usize {
         self.dilation_growth_rate.pow(j as u32)
     }
-
-    /// Index in `encoder.layers.N` of residual block `j` of encoder stage `s`.
-    pub fn encoder_resblock_index(&self, stage: usize, j: usize) -> usize {
-        1 + stage * (self.num_residual_layers + 2) + j
-    }
-
-    /// Index in `encoder.layers.N` of the strided conv of encoder stage `s`.
-    pub fn encoder_downsample_index(&self, stage: usize) -> usize {
-        1 + stage * (self.num_residual_layers + 2) + self.num_residual_layers + 1
-    }
-
-    /// Index in `encoder.layers.N` of the last conv (inner channels -> hidden_size).
-    pub fn encoder_final_index(&self) -> usize {
-        2 + self.num_stages() * (self.num_residual_layers + 2)
-    }
-
-    /// Index in `decoder.layers.N` of the transposed conv of decoder stage `s`.
-    pub fn decoder_upsample_index(&self, stage: usize) -> usize {
-        2 + stage * (self.num_residual_layers + 2)
-    }
-
-    /// Index in `decoder.layers.N` of residual block `j` of decoder stage `s`.
-    pub fn decoder_resblock_index(&self, stage: usize, j: usize) -> usize {
-        3 + stage * (self.num_residual_layers + 2) + j
-    }
-
-    /// Index in `decoder.layers.N` of the last conv (num_filters -> 1 channel).
-    pub fn decoder_final_index(&self) -> usize {
-        2 + self.num_stages() * (self.num_residual_layers + 2)
-    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// kyutai/mimi's config.json as transformers 4.x serializes it.
@@ -673,7 +658,7 @@ mod tests {
         }
     }
 
-    fn fixture(name: &str) -> MimiConfig {
+    pub(crate) fn fixture(name: &str) -> MimiConfig {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/mimi")
             .join(name)
@@ -698,12 +683,6 @@ mod tests {
             [4, 5, 6, 8]
         );
         assert_eq!(c.encoder_stage_channels(3), 512);
-        assert_eq!(c.encoder_downsample_index(0), 3);
-        assert_eq!(c.encoder_downsample_index(3), 12);
-        assert_eq!(c.encoder_final_index(), 14);
-        assert_eq!(c.decoder_upsample_index(0), 2);
-        assert_eq!(c.decoder_resblock_index(3, 0), 12);
-        assert_eq!(c.decoder_final_index(), 14);
     }
 
     #[test]
@@ -749,7 +728,6 @@ mod tests {
         );
         assert_eq!((c.codebook_size, c.codebook_dim), (64, 16));
         assert_eq!(c.seanet_inner_channels(), 64);
-        assert_eq!(c.encoder_final_index(), 14);
     }
 
     #[test]
@@ -767,51 +745,6 @@ mod tests {
             (2, 6)
         );
         assert_eq!(c.seanet_inner_channels(), 48);
-        // Two residual blocks per stage: the layer indices shift.
-        assert_eq!(c.encoder_resblock_index(0, 1), 2);
-        assert_eq!(c.encoder_downsample_index(0), 4);
-        assert_eq!(c.encoder_final_index(), 18);
-        assert_eq!(c.decoder_upsample_index(1), 6);
-        assert_eq!(c.decoder_final_index(), 18);
-    }
-
-    #[test]
-    fn fixture_tensor_indices_match_the_checkpoint() {
-        // The layer-index helpers must name tensors that exist in the saved fixtures.
-        for name in ["a", "b"] {
-            let c = fixture(name);
-            let summary = std::fs::read_to_string(
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mimi/summary.json"),
-            )
-            .unwrap();
-            let v: Value = serde_json::from_str(&summary).unwrap();
-            let tensors = v["configs"][name]["tensors"].as_object().unwrap();
-            let has = |t: String| assert!(tensors.contains_key(&t), "{name}: no tensor {t}");
-            for s in 0..c.num_stages() {
-                has(format!(
-                    "encoder.layers.{}.conv.weight",
-                    c.encoder_downsample_index(s)
-                ));
-                has(format!(
-                    "decoder.layers.{}.conv.weight",
-                    c.decoder_upsample_index(s)
-                ));
-                for j in 0..c.num_residual_layers {
-                    let e = c.encoder_resblock_index(s, j);
-                    let d = c.decoder_resblock_index(s, j);
-                    has(format!("encoder.layers.{e}.block.1.conv.weight"));
-                    has(format!("decoder.layers.{d}.block.3.conv.weight"));
-                }
-            }
-            has(format!(
-                "encoder.layers.{}.conv.weight",
-                c.encoder_final_index()
-            ));
-            has(format!(
-                "decoder.layers.{}.conv.weight",
-                c.decoder_final_index()
-            ));
-        }
     }
 
     #[test]
@@ -861,6 +794,122 @@ mod tests {
         );
         rejected("[1, 2]", "JSON object");
         rejected("{", "not valid JSON");
+    }
+
+    #[test]
+    fn absurd_sizes_are_errors_naming_the_key() {
+        let big = Value::from(1u64 << 40);
+        let cases: &[(&str, Value, &str)] = &[
+            (
+                "sampling_rate",
+                big.clone(),
+                "`sampling_rate` 1099511627776 is above",
+            ),
+            (
+                "hidden_size",
+                big.clone(),
+                "`hidden_size` 1099511627776 is above",
+            ),
+            (
+                "intermediate_size",
+                big.clone(),
+                "`intermediate_size` 1099511627776",
+            ),
+            (
+                "num_hidden_layers",
+                big.clone(),
+                "`num_hidden_layers` 1099511627776",
+            ),
+            (
+                "num_attention_heads",
+                big.clone(),
+                "`num_attention_heads` 1099511627776",
+            ),
+            ("head_dim", big.clone(), "`head_dim` 1099511627776 is above"),
+            (
+                "sliding_window",
+                (1u64 << 62).into(),
+                "`sliding_window` 4611686018427387904",
+            ),
+            (
+                "codebook_size",
+                big.clone(),
+                "`codebook_size` 1099511627776 is above",
+            ),
+            (
+                "codebook_dim",
+                big.clone(),
+                "`codebook_dim` 1099511627776 is above",
+            ),
+            (
+                "num_quantizers",
+                big.clone(),
+                "`num_quantizers` 1099511627776 is above",
+            ),
+            (
+                "num_filters",
+                big.clone(),
+                "`num_filters` 1099511627776 is above",
+            ),
+            (
+                "num_filters",
+                8192.into(),
+                "`num_filters` 8192 << 4 stages is above",
+            ),
+            (
+                "kernel_size",
+                big.clone(),
+                "`kernel_size` 1099511627776 is above",
+            ),
+            (
+                "num_residual_layers",
+                40.into(),
+                "`num_residual_layers` 40 is above",
+            ),
+            (
+                "dilation_growth_rate",
+                100_000.into(),
+                "`dilation_growth_rate` 100000 is above",
+            ),
+            (
+                "upsampling_ratios",
+                serde_json::json!([1u64 << 40, 2]),
+                "`upsampling_ratios`",
+            ),
+            (
+                "upsampling_ratios",
+                serde_json::json!([64, 64, 64]),
+                "hop) is at most 65536",
+            ),
+            (
+                "upsampling_ratios",
+                serde_json::json!([1, 1, 1, 1, 1, 1, 1, 1, 1]),
+                "1 to 8 ratios",
+            ),
+            ("compress", 128.into(), "`compress` 128 leaves"),
+        ];
+        for (key, value, needle) in cases {
+            rejected(&with(KYUTAI_MIMI_4X, key, Some(value.clone())), needle);
+        }
+        // within each limit, but the products are not: a dilation span, the SEANet buffers of a
+        // frame, a KV cache
+        let j = with(KYUTAI_MIMI_4X, "num_residual_layers", Some(14.into()));
+        rejected(&j, "spans more than this runtime's limit of 4096 steps");
+        let j = with(KYUTAI_MIMI_5X, "num_filters", Some(4096.into()));
+        rejected(&j, "SEANet buffers of");
+        let j = with(KYUTAI_MIMI_4X, "sliding_window", Some((1u64 << 20).into()));
+        let j = with(&j, "num_hidden_layers", Some(64.into()));
+        rejected(
+            &j,
+            "a KV cache for `sliding_window` 1048576 x `num_hidden_layers` 64",
+        );
+        // and a hand-built config is held to the same limits
+        let c = MimiConfig {
+            sliding_window: 1 << 62,
+            ..MimiConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`sliding_window`") && e.contains("limit"), "{e}");
     }
 
     #[test]

@@ -1,18 +1,14 @@
 //! The Mimi codec: loading and batch (whole-signal) encode and decode.
 //!
-//! Batch work runs the streaming layers ([`super::stream`]) over the signal in bounded chunks
+//! Batch work runs the streaming pipelines (`pipeline`) over the signal in bounded chunks
 //! of [`BATCH_CHUNK_FRAMES`] frames, so batch and streaming share one code path. Two things
 //! are specific to batch calls, as in the reference: a partial last frame is padded on the
 //! right inside each strided conv (zeros; the downsample replicates its last step), and every
 //! decode call starts its transformer positions at 0.
 
 use super::MimiConfig;
-use super::conv::{CausalConv, CausalConvTranspose, Pad};
+use super::pipeline::{DecodeTrace, Decoder, DecoderCore, EncodeTrace, Encoder, EncoderCore};
 use super::rvq::SplitRvq;
-use super::seanet::{SeanetDecoder, SeanetEncoder};
-use super::stream::{DecoderCore, EncoderCore};
-use super::transformer::Transformer;
-use crate::kernels::conv::ConvShape;
 use crate::kernels::{Kernels, Pool};
 use crate::weights::Weights;
 use crate::{Error, Result};
@@ -22,57 +18,15 @@ use std::sync::Arc;
 /// Frames per chunk in batch encode/decode (bounds the working memory; 16 frames = 1.28 s).
 pub const BATCH_CHUNK_FRAMES: usize = 16;
 
-/// Encoder-side weights: SEANet encoder, encoder transformer, stride-2 downsample conv.
-#[derive(Debug)]
-pub(crate) struct EncoderSide {
-    pub seanet: SeanetEncoder,
-    pub transformer: Transformer,
-    pub downsample: CausalConv,
-}
-
-/// Decoder-side weights: depthwise stride-2 upsample, decoder transformer, SEANet decoder.
-#[derive(Debug)]
-pub(crate) struct DecoderSide {
-    pub upsample: CausalConvTranspose,
-    pub transformer: Transformer,
-    pub seanet: SeanetDecoder,
-}
-
 /// A loaded Mimi codec (immutable; share it between streams with an `Arc`).
 #[derive(Debug)]
 pub struct Mimi {
     cfg: MimiConfig,
     kernels: &'static Kernels,
     pool: Arc<Pool>,
-    pub(crate) enc: Option<EncoderSide>,
-    pub(crate) dec: Option<DecoderSide>,
-    pub(crate) rvq: SplitRvq,
-}
-
-/// Intermediate tensors of a batch encode (token-major `[steps, hidden]`), for parity tests.
-#[derive(Clone, Debug, Default)]
-pub struct EncodeTrace {
-    /// SEANet encoder output, `[T25, hidden]`.
-    pub seanet_out: Vec<f32>,
-    /// Encoder transformer output, `[T25, hidden]`.
-    pub transformer_out: Vec<f32>,
-    /// Downsample output (quantizer input), `[frames, hidden]`.
-    pub latents: Vec<f32>,
-    /// `[n_q][frames]`.
-    pub codes: Vec<Vec<u32>>,
-}
-
-/// Intermediate tensors of a batch decode (token-major), for parity tests.
-#[derive(Clone, Debug, Default)]
-pub struct DecodeTrace {
-    /// Dequantized latents, `[frames, hidden]`.
-    pub quantized: Vec<f32>,
-    /// Upsample output, `[T25, hidden]`.
-    pub upsampled: Vec<f32>,
-    /// Decoder transformer output, `[T25, hidden]`.
-    pub transformer_out: Vec<f32>,
-    /// `frames * frame_size` samples.
-    pub pcm: Vec<f32>,
+    enc: Option<Arc<Encoder>>,
+    dec: Option<Arc<Decoder>>,
+    rvq: SplitRvq,
 }
 
 impl Mimi {
@@ -87,45 +41,25 @@ impl Mimi {
 
     /// Builds the codec from `w` (already prefixed for a checkpoint that nests it, e.g.
     /// `Weights::open(csm)?.with_prefix("codec_model.")`), checking every tensor's shape
-    /// against `cfg`; an error names the tensor at fault.
+    /// against `cfg` (validated first, so a hand-built config is held to the same limits as a
+    /// parsed one); an error names the tensor at fault.
     pub fn from_weights(cfg: MimiConfig, w: &Weights) -> Result<Mimi> {
-        let h = cfg.hidden_size;
-        let stride = cfg.latent_stride();
-        let enc = if cfg.has_encoder {
-            Some(EncoderSide {
-                seanet: SeanetEncoder::load(w, &cfg)?,
-                transformer: Transformer::load(w, "encoder_transformer", &cfg)?,
-                downsample: CausalConv::load(
-                    w,
-                    "downsample.conv",
-                    ConvShape::new(h, h, 2 * stride, stride),
-                    false,
-                    Pad::Replicate,
-                )?,
-            })
-        } else {
-            None
-        };
-        let dec = if cfg.has_decoder {
-            Some(DecoderSide {
-                upsample: CausalConvTranspose::load_depthwise(
-                    w,
-                    "upsample.conv",
-                    ConvShape::new(h, h, 2 * stride, stride).with_groups(h),
-                )?,
-                transformer: Transformer::load(w, "decoder_transformer", &cfg)?,
-                seanet: SeanetDecoder::load(w, &cfg)?,
-            })
-        } else {
-            None
-        };
+        cfg.validate()?;
+        let enc = cfg
+            .has_encoder
+            .then(|| Encoder::load(w, &cfg))
+            .transpose()?;
+        let dec = cfg
+            .has_decoder
+            .then(|| Decoder::load(w, &cfg))
+            .transpose()?;
         let rvq = SplitRvq::load(w, &cfg)?;
         Ok(Mimi {
             cfg,
             kernels: Kernels::get(),
             pool: Arc::new(Pool::new(1)),
-            enc,
-            dec,
+            enc: enc.map(Arc::new),
+            dec: dec.map(Arc::new),
             rvq,
         })
     }
@@ -170,13 +104,19 @@ impl Mimi {
         self.rvq.codebook_size()
     }
 
-    pub(crate) fn encoder(&self) -> Result<&EncoderSide> {
+    pub(crate) fn rvq(&self) -> &SplitRvq {
+        &self.rvq
+    }
+
+    /// The encoder layers, or an error naming what the checkpoint lacks.
+    pub(crate) fn encoder(&self) -> Result<&Arc<Encoder>> {
         self.enc.as_ref().ok_or_else(|| {
             Error::Invalid("this Mimi checkpoint has no encoder (encoder_config is null)".into())
         })
     }
 
-    pub(crate) fn decoder(&self) -> Result<&DecoderSide> {
+    /// The decoder layers, or an error naming what the checkpoint lacks.
+    pub(crate) fn decoder(&self) -> Result<&Arc<Decoder>> {
         self.dec.as_ref().ok_or_else(|| {
             Error::Invalid("this Mimi checkpoint has no decoder (decoder_config is null)".into())
         })
@@ -202,7 +142,7 @@ impl Mimi {
         n_q: usize,
         mut trace: Option<&mut EncodeTrace>,
     ) -> Result<Vec<Vec<u32>>> {
-        self.encoder()?;
+        let enc = self.encoder()?;
         self.rvq.check_n_q(n_q)?;
         if pcm.is_empty() {
             return Err(Error::Invalid("cannot encode an empty signal".into()));
@@ -210,10 +150,10 @@ impl Mimi {
         let frame = self.frame_size();
         let frames = pcm.len().div_ceil(frame);
         let chunk = BATCH_CHUNK_FRAMES.min(frames);
-        let mut core = EncoderCore::new(self, chunk, 0)?;
+        let mut core = EncoderCore::new(Arc::clone(enc), chunk, 0);
         let mut lat = Vec::with_capacity(frames * self.cfg.hidden_size);
         for c in pcm.chunks(chunk * frame) {
-            lat.extend_from_slice(core.run(self, c, trace.as_deref_mut()));
+            lat.extend_from_slice(core.run(self.kernels, &self.pool, c, trace.as_deref_mut()));
         }
         let codes = self.rvq.encode_batch(self.kernels, &self.pool, &lat, n_q);
         if let Some(t) = trace {
@@ -240,7 +180,7 @@ impl Mimi {
         rows: &[R],
         mut trace: Option<&mut DecodeTrace>,
     ) -> Result<Vec<f32>> {
-        self.decoder()?;
+        let dec = self.decoder()?;
         let rows: Vec<&[u32]> = rows.iter().map(|r| r.as_ref()).collect();
         self.rvq.check_codes(&rows)?;
         let frames = rows[0].len();
@@ -249,12 +189,14 @@ impl Mimi {
             return Ok(out);
         }
         let chunk = BATCH_CHUNK_FRAMES.min(frames);
-        let mut core = DecoderCore::new(self, chunk, 0)?;
+        let mut core = DecoderCore::new(Arc::clone(dec), &self.rvq, self.pool.threads(), chunk, 0);
         let mut f0 = 0;
         while f0 < frames {
             let f1 = (f0 + chunk).min(frames);
             let pcm = core.run(
-                self,
+                self.kernels,
+                &self.pool,
+                &self.rvq,
                 rows.len(),
                 |q, f| rows[q][f0 + f],
                 f1 - f0,

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Codebook size x dimension below which a single frame's search stays on the calling thread.
 ///
-/// Measured by `tests/mimi_stream.rs` (`rvq_search_cutover_timing`, release, x86_64 AVX2
+/// Measured by `cargo bench --bench rvq` (`benches/rvq.rs`, release, x86_64 AVX2
 /// kernels, 2-thread pool, one level, when the shared machine was quiet): serial / pooled
 /// 0.12 / 0.32 us (64 x 16), 0.53 / 0.54 us (256 x 32), 0.71 / 0.61 us (256 x 64), 1.4 / 1.0 us
 /// (512 x 64), 2.8 / 1.7 us (1024 x 64), 9.7 / 5.0 us (2048 x 128), 19 / 9.2 us (2048 x 256,
@@ -435,7 +435,8 @@ impl SplitRvq {
             sum_ac: vec![0.0; max_frames * d],
             tmp: vec![0.0; max_frames * h],
             qs: QScratch::new(max_frames, h.max(d)),
-            slots: (0..threads.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            // one per part: a pool cuts a job into at most four parts per thread
+            slots: (0..4 * threads.max(1)).map(|_| AtomicU64::new(0)).collect(),
             max_frames,
         }
     }
@@ -553,11 +554,12 @@ impl SplitRvq {
     ) -> usize {
         let (size, d) = (book.size, book.dim);
         let dots = &mut dots[..size];
-        if pool.threads() == 1 || size * d < self.cutover || slots.len() < pool.threads() {
+        let parts = pool.parts_for(size.div_ceil(16), 1).min(slots.len());
+        if parts < 2 || size * d < self.cutover {
             return book.search(k, 0, size, x, dots).1;
         }
         let dp = SyncPtr(dots.as_mut_ptr());
-        pool.run(&|part, parts| {
+        pool.run(parts, &|part| {
             let rows = Pool::split(size, part, parts, 16);
             let n = rows.len();
             let best = if n == 0 {
@@ -571,7 +573,7 @@ impl SplitRvq {
         });
         let mut best = (f32::INFINITY, 0usize);
         let mut first = true;
-        for s in &slots[..pool.threads()] {
+        for s in &slots[..parts] {
             let (score, idx) = unpack(s.load(Ordering::Relaxed));
             if idx < size && (first || score < best.0) {
                 best = (score, idx);

@@ -10,6 +10,7 @@
 
 use super::MimiConfig;
 use super::conv::{CausalConv, CausalConvTranspose, ConvState, ConvTransposeState, Pad};
+use super::layout::CheckpointLayout;
 use crate::Result;
 use crate::kernels::act::elu;
 use crate::kernels::conv::{ConvScratch, ConvShape};

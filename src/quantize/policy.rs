@@ -97,6 +97,16 @@ pub fn plan(mode: Mode, name: &str, dtype: Dtype, shape: &[usize], keep: &[Strin
     if linear { Target::Q8 } else { Target::F16 }
 }
 
+/// Whether `name` (stored with `shape`) is written with its last two dimensions swapped, in
+/// the layout the kernels read: CSM's `codebooks_head.weight` (`[n, hidden, vocab]`, applied as
+/// `h @ W[i]`) becomes `[n, vocab, hidden]`, one row per output. Only F16/F32 targets are
+/// transposed (see [`crate::weights::TRANSPOSED_KEY`]).
+pub fn stored_transposed(name: &str, shape: &[usize], target: Target) -> bool {
+    shape.len() == 3
+        && name.ends_with("codebooks_head.weight")
+        && matches!(target, Target::F16 | Target::F32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,13 @@
 //! Converting one safetensors shard into its output file, tensor by tensor and row by row, so
 //! memory stays bounded by one row of the largest tensor.
 
-use super::policy::{Mode, Target, plan};
+use super::policy::{Mode, Target, plan, stored_transposed};
 use super::report::{SnrAcc, TensorReport};
 use super::writer::{OutTensor, StreamWriter};
 use crate::kernels::q8::{QK, blocks, dequantize_row, quantize_weight_row};
 use crate::weights::{
-    Dtype, FORMAT_EDGECSM, FORMAT_KEY, Q8_SHAPES_KEY, SafetensorsFile, decode_f32, float_size,
-    scale_name,
+    Dtype, FORMAT_EDGECSM, FORMAT_KEY, FORMAT_VERSION, FORMAT_VERSION_KEY, Q8_SHAPES_KEY,
+    SafetensorsFile, TRANSPOSED_KEY, decode_f32, float_size, scale_name,
 };
 use crate::{Error, Result};
 use half::f16;
@@ -53,6 +53,7 @@ pub fn convert_shard(
     let mut jobs: HashMap<String, (usize, Part)> = HashMap::new();
     let mut targets = Vec::with_capacity(names.len());
     let mut q8_shapes = BTreeMap::new();
+    let mut transposed = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let Some(t) = src.get(name) else { continue };
         let target = plan(mode, name, t.dtype, &t.shape, keep);
@@ -69,8 +70,20 @@ pub fn convert_shard(
                 add(scale_name(name), Dtype::F16, vec![rows, nb], Part::Q8Scales);
                 q8_shapes.insert(name.clone(), t.shape.clone());
             }
-            Target::F16 => add(name.clone(), Dtype::F16, t.shape.clone(), Part::Whole),
-            Target::F32 => add(name.clone(), Dtype::F32, t.shape.clone(), Part::Whole),
+            Target::F16 | Target::F32 => {
+                let mut shape = t.shape.clone();
+                if stored_transposed(name, &shape, target) {
+                    let r = shape.len();
+                    shape.swap(r - 2, r - 1);
+                    transposed.push(name.clone());
+                }
+                let dtype = if target == Target::F16 {
+                    Dtype::F16
+                } else {
+                    Dtype::F32
+                };
+                add(name.clone(), dtype, shape, Part::Whole)
+            }
             Target::Copy => add(name.clone(), t.dtype, t.shape.clone(), Part::Whole),
         }
     }
@@ -86,7 +99,7 @@ pub fn convert_shard(
 
     let mut meta = BTreeMap::new();
     meta.insert(FORMAT_KEY.to_string(), FORMAT_EDGECSM.to_string());
-    meta.insert("edgecsm_version".into(), "1".into());
+    meta.insert(FORMAT_VERSION_KEY.into(), FORMAT_VERSION.to_string());
     meta.insert("dtype".into(), mode.name().into());
     meta.insert("source_sha256".into(), sha256_hex(src.bytes()));
     let file_name = src
@@ -94,6 +107,11 @@ pub fn convert_shard(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
     meta.insert("source_file".into(), file_name.unwrap_or_default());
+    if !transposed.is_empty() {
+        let text = serde_json::to_string(&transposed)
+            .map_err(|e| Error::Invalid(format!("transposed tensors: {e}")))?;
+        meta.insert(TRANSPOSED_KEY.into(), text);
+    }
     if !q8_shapes.is_empty() {
         let text = serde_json::to_string(&q8_shapes)
             .map_err(|e| Error::Invalid(format!("q8 shapes: {e}")))?;
@@ -115,6 +133,23 @@ pub fn convert_shard(
         let bytes = src.data(t);
         let (rows, cols) = row_split(&t.shape);
         let bad = || Error::bad_tensor(&names[i], "stored data does not match its dtype");
+        if transposed.contains(&names[i]) {
+            let (r, c) = (t.shape[t.shape.len() - 2], t.shape[t.shape.len() - 1]);
+            let size = float_size(t.dtype).ok_or_else(bad)?;
+            for slab in bytes.chunks_exact((r * c * size).max(1)) {
+                bufs.slab.resize(r * c, 0.0);
+                decode_f32(t.dtype, slab, &mut bufs.slab)
+                    .then_some(())
+                    .ok_or_else(bad)?;
+                for j in 0..c {
+                    bufs.x.clear();
+                    bufs.x.extend((0..r).map(|i| bufs.slab[i * c + j]));
+                    let out = bufs.convert(targets[i], part, &mut snr[i]);
+                    w.write(out)?;
+                }
+            }
+            continue;
+        }
         match (targets[i], part) {
             (Target::Copy, _) => w.write(bytes)?,
             (Target::F32, _) if t.dtype == Dtype::F32 => w.write(bytes)?,
@@ -172,6 +207,8 @@ pub fn convert_shard(
 /// Per-row working buffers, grown to the widest row once and reused.
 #[derive(Default)]
 struct RowBufs {
+    /// One `[rows, cols]` slab of a tensor written transposed.
+    slab: Vec<f32>,
     x: Vec<f32>,
     y: Vec<f32>,
     q: Vec<i8>,

@@ -44,6 +44,19 @@ pub const Q8_SHAPES_KEY: &str = "q8_shapes";
 /// Metadata key and value marking a file written by `edgecsm quantize`.
 pub const FORMAT_KEY: &str = "format";
 pub const FORMAT_EDGECSM: &str = "edgecsm";
+/// Metadata key holding the on-disk format number of an `edgecsm quantize` file.
+pub const FORMAT_VERSION_KEY: &str = "edgecsm_version";
+/// The on-disk format this build reads and writes. Bumped whenever the layout of any tensor
+/// in a converted file changes; a file of another format is refused with an error that says
+/// to convert the original checkpoint again.
+///
+/// 1: Q8 blocks + F16, every tensor in its upstream layout.
+/// 2: as 1, and `depth_decoder.codebooks_head.weight` stored transposed (`[n, vocab, hidden]`,
+///    the rows the kernels read), so loading it is a memory map instead of a copy.
+pub const FORMAT_VERSION: u32 = 2;
+/// Metadata key holding a JSON array of the tensors stored with their last two dimensions
+/// swapped relative to the upstream checkpoint.
+pub const TRANSPOSED_KEY: &str = "edgecsm_transposed";
 
 /// How a tensor is stored, as the loader sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +87,8 @@ struct Inner {
     index: HashMap<String, usize>,
     /// Logical shapes of Q8 tensors recorded in the files' metadata.
     q8_shapes: HashMap<String, Vec<usize>>,
+    /// Tensors stored with their last two dimensions swapped (files' metadata).
+    transposed: std::collections::HashSet<String>,
 }
 
 /// An open model: every shard mapped, every header validated. Cheap to clone (shared).
@@ -93,7 +108,17 @@ impl Weights {
         }
         let mut index = HashMap::new();
         let mut q8_shapes = HashMap::new();
+        let mut transposed = std::collections::HashSet::new();
         for (i, shard) in shards.iter().enumerate() {
+            check_format(shard)?;
+            if let Some(text) = shard.metadata().get(TRANSPOSED_KEY) {
+                let names: Vec<String> =
+                    serde_json::from_str(text).map_err(|e| Error::BadFile {
+                        path: shard.path().to_path_buf(),
+                        msg: format!("bad `{TRANSPOSED_KEY}` metadata: {e}"),
+                    })?;
+                transposed.extend(names);
+            }
             for name in shard.names() {
                 if let Some(prev) = index.insert(name.to_string(), i) {
                     return Err(Error::BadFile {
@@ -136,6 +161,7 @@ impl Weights {
                 shards,
                 index,
                 q8_shapes,
+                transposed,
             }),
             prefix: String::new(),
         })
@@ -176,6 +202,12 @@ impl Weights {
             .collect();
         v.sort();
         v
+    }
+
+    /// Whether tensor `name` (under the prefix) is stored with its last two dimensions swapped
+    /// (see [`TRANSPOSED_KEY`]): its stored shape is then the swapped one.
+    pub fn is_transposed(&self, name: &str) -> bool {
+        self.inner.transposed.contains(&self.full(name))
     }
 
     /// Whether tensor `name` (under the prefix) is stored.
@@ -362,6 +394,26 @@ impl Weights {
             .and_then(|base| self.find(base).ok())
             .is_some_and(|(_, t)| t.dtype == Dtype::I8)
     }
+}
+
+/// Refuses a file converted by `edgecsm quantize` in another on-disk format.
+fn check_format(shard: &SafetensorsFile) -> Result<()> {
+    let meta = shard.metadata();
+    if meta.get(FORMAT_KEY).map(String::as_str) != Some(FORMAT_EDGECSM) {
+        return Ok(());
+    }
+    let found = meta.get(FORMAT_VERSION_KEY).map_or("none", String::as_str);
+    if found == FORMAT_VERSION.to_string() {
+        return Ok(());
+    }
+    Err(Error::BadFile {
+        path: shard.path().to_path_buf(),
+        msg: format!(
+            "converted by `edgecsm quantize` in on-disk format {found}, but this edgecsm reads \
+             format {FORMAT_VERSION}: convert the original checkpoint again with `edgecsm \
+             quantize`"
+        ),
+    })
 }
 
 /// The name of the scale tensor of Q8 tensor `name`.

@@ -71,6 +71,21 @@ impl<T: Plain> Store<T> {
     pub(crate) fn is_mapped(&self) -> bool {
         matches!(self, Store::Mapped { .. })
     }
+
+    /// Elements `r` of the slice as a store of its own: a narrower range of the same map, or
+    /// a copy of an owned buffer.
+    fn sub(&self, r: Range<usize>) -> Self {
+        match self {
+            Store::Mapped { map, range } => {
+                let size = std::mem::size_of::<T>();
+                Store::Mapped {
+                    map: Arc::clone(map),
+                    range: range.start + r.start * size..range.start + r.end * size,
+                }
+            }
+            Store::Owned(v) => Store::Owned(v[r].to_vec()),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +197,32 @@ impl WeightMatrix {
             MatData::F16(_) => Format::F16,
             MatData::Q8 { .. } => Format::Q8,
         }
+    }
+
+    /// The data viewed as `parts` consecutive `[rows, cols]` matrices, named `NAME[i]`: zero-copy
+    /// for mapped F32/F16 data. None for Q8 (its blocks follow the stored rows) or when the
+    /// sizes do not match.
+    pub fn split(&self, parts: usize, rows: usize, cols: usize) -> Option<Vec<WeightMatrix>> {
+        let n = rows.checked_mul(cols)?;
+        if parts.checked_mul(n)? != self.rows * self.cols {
+            return None;
+        }
+        (0..parts)
+            .map(|i| {
+                let r = i * n..(i + 1) * n;
+                let data = match &self.data {
+                    MatData::F32(w) => MatData::F32(w.sub(r)),
+                    MatData::F16(w) => MatData::F16(w.sub(r)),
+                    MatData::Q8 { .. } => return None,
+                };
+                Some(WeightMatrix {
+                    name: format!("{}[{i}]", self.name),
+                    rows,
+                    cols,
+                    data,
+                })
+            })
+            .collect()
     }
 
     /// True when every part of the matrix is read straight from the memory map (no copy).

@@ -2,6 +2,14 @@
 
 use std::process::Command;
 
+/// The deterministic test-data generator of the unit tests, shared with the integration tests
+/// and the benchmarks so that there is one.
+#[allow(dead_code)]
+#[path = "../../src/kernels/test_rand.rs"]
+mod test_rand;
+#[allow(unused_imports)] // not every test file draws test data
+pub(crate) use test_rand::rand_vec;
+
 /// A command running the `edgecsm` binary built for these tests. Under cross-architecture
 /// emulation (`cross/test.sh`) a child process is not emulated automatically, so the binary is
 /// started through the runner named by `EDGECSM_TEST_RUNNER` (e.g. `qemu-aarch64-static`).

@@ -1,45 +1,32 @@
-//! A Mimi checkpoint with deterministic random weights for any [`MimiConfig`]: `config.json`
-//! plus `model.safetensors` under the upstream (transformers) tensor names and shapes, scaled
-//! so activations stay in a sane range through the whole codec (weights ~ U(-a, a) with
+//! A synthetic Mimi checkpoint for any [`MimiConfig`] (kyutai/mimi by default): weights with
 //! variance 1/fan_in, layer scales at their 0.01 initial value, unit LayerNorms, random
-//! codebooks with unit EMA usage). Used by the benchmark to build the full kyutai/mimi model at
-//! run time instead of committing 300+ MB of weights.
+//! codebooks with unit EMA usage, so activations stay in a sane range through the whole codec.
 
-use edgecsm::mimi::MimiConfig;
-use std::path::Path;
+use super::{Init, TensorSpec};
+use crate::mimi::MimiConfig;
+use crate::mimi::layout::CheckpointLayout;
 
-/// How one tensor's values are drawn.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Init {
-    /// Uniform in [-bound, bound].
-    Uniform(f32),
-    /// Every element the same.
-    Const(f32),
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct TensorSpec {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub init: Init,
-}
-
-/// Uniform bound whose variance is `1 / fan_in`.
+/// Variance `1 / fan_in`.
 fn scaled(fan_in: usize) -> Init {
-    Init::Uniform((3.0 / fan_in as f32).sqrt())
+    Init::Uniform {
+        std: 1.0 / (fan_in as f32).sqrt(),
+    }
 }
 
-const BIAS: Init = Init::Uniform(0.01);
+const BIAS: Init = Init::Uniform { std: 0.006 };
 
-struct Specs(Vec<TensorSpec>);
+struct Specs<'a> {
+    prefix: &'a str,
+    out: Vec<TensorSpec>,
+}
 
-impl Specs {
+impl Specs<'_> {
     fn add(&mut self, name: String, shape: &[usize], init: Init) {
-        self.0.push(TensorSpec {
-            name,
-            shape: shape.to_vec(),
+        self.out.push(TensorSpec::new(
+            format!("{}{name}", self.prefix),
+            shape,
             init,
-        });
+        ));
     }
 
     /// `{p}.conv.weight [out, in, k]` + bias.
@@ -103,16 +90,24 @@ impl Specs {
         for l in 0..levels {
             let q = format!("{p}.layers.{l}.codebook");
             let (k, d) = (c.codebook_size, c.codebook_dim);
-            self.add(format!("{q}.embed_sum"), &[k, d], Init::Uniform(1.0));
+            self.add(
+                format!("{q}.embed_sum"),
+                &[k, d],
+                Init::Uniform { std: 0.577 },
+            );
             self.add(format!("{q}.cluster_usage"), &[k], Init::Const(1.0));
             self.add(format!("{q}.initialized"), &[1], Init::Const(1.0));
         }
     }
 }
 
-/// Every tensor of a Mimi checkpoint with config `c`, in the upstream names and layouts.
-pub fn tensor_specs(c: &MimiConfig) -> Vec<TensorSpec> {
-    let mut s = Specs(Vec::new());
+/// Every tensor of a Mimi checkpoint with config `c`, in the upstream names and layouts, each
+/// name prefixed with `prefix` (`codec_model.` inside a CSM checkpoint).
+pub fn tensor_specs(c: &MimiConfig, prefix: &str) -> Vec<TensorSpec> {
+    let mut s = Specs {
+        prefix,
+        out: Vec::new(),
+    };
     let (f, h, st) = (c.num_filters, c.hidden_size, c.num_stages());
     let stride = c.latent_stride();
 
@@ -177,12 +172,13 @@ pub fn tensor_specs(c: &MimiConfig) -> Vec<TensorSpec> {
     }
     let i = c.decoder_final_index();
     s.conv(&format!("decoder.layers.{i}"), 1, f, c.last_kernel_size);
-    s.0
+    s.out
 }
 
-/// `config.json` (transformers 5.x keys) describing `c`.
-pub fn config_json(c: &MimiConfig) -> String {
-    let v = serde_json::json!({
+/// `config.json` (transformers 5.x keys) describing `c`, as a JSON value (a CSM config nests
+/// it as `codec_config`).
+pub fn config_value(c: &MimiConfig) -> serde_json::Value {
+    serde_json::json!({
         "model_type": "mimi",
         "architectures": ["MimiModel"],
         "sampling_rate": c.sampling_rate,
@@ -216,55 +212,57 @@ pub fn config_json(c: &MimiConfig) -> String {
         "num_quantizers": c.num_quantizers,
         "num_semantic_quantizers": c.num_semantic_quantizers,
         "vector_quantization_hidden_dimension": c.vector_quantization_hidden_dimension,
-    });
-    serde_json::to_string_pretty(&v).expect("a JSON value serializes")
+    })
 }
 
-/// splitmix64: a tiny, fixed, platform-independent generator, so every run of the benchmark
-/// builds bit-identical weights.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn symmetric(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
+/// `config.json` text for a Mimi checkpoint.
+pub fn config_json(c: &MimiConfig) -> String {
+    serde_json::to_string_pretty(&config_value(c)).expect("a JSON value serializes")
 }
 
-/// Writes `config.json` and `model.safetensors` for `c` into `dir` (which must exist).
-pub fn write_model(dir: &Path, c: &MimiConfig, seed: u64) -> std::io::Result<()> {
-    std::fs::write(dir.join("config.json"), config_json(c))?;
-    let mut rng = Rng(seed);
-    let specs = tensor_specs(c);
-    let mut buffers = Vec::with_capacity(specs.len());
-    for t in &specs {
-        let n: usize = t.shape.iter().product();
-        let vals: Vec<f32> = match t.init {
-            Init::Const(v) => vec![v; n],
-            Init::Uniform(a) => (0..n).map(|_| rng.symmetric() * a).collect(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mimi::Mimi;
+    use crate::synth::{SynthDtype, write_model};
+
+    #[test]
+    fn a_small_synthetic_mimi_loads_and_round_trips_whole_frames() {
+        let c = MimiConfig {
+            num_filters: 4,
+            hidden_size: 16,
+            intermediate_size: 32,
+            num_attention_heads: 2,
+            head_dim: 8,
+            num_hidden_layers: 1,
+            codebook_size: 16,
+            codebook_dim: 8,
+            vector_quantization_hidden_dimension: 8,
+            num_quantizers: 4,
+            ..MimiConfig::default()
         };
-        let mut bytes = Vec::with_capacity(4 * n);
-        edgecsm::weights::push_f32_le(&vals, &mut bytes);
-        buffers.push(bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m");
+        write_model(
+            &out,
+            "test",
+            &config_json(&c),
+            &Vec::new(),
+            &tensor_specs(&c, ""),
+            3,
+            SynthDtype::Q8,
+        )
+        .unwrap();
+        let m = Mimi::load(&out).unwrap();
+        let pcm: Vec<f32> = (0..2 * c.frame_size())
+            .map(|i| (i as f32 * 0.01).sin() * 0.3)
+            .collect();
+        let codes = m.encode(&pcm, 4).unwrap();
+        assert_eq!(codes.len(), 4);
+        let back = m.decode(&codes).unwrap();
+        assert_eq!(back.len(), pcm.len());
+        assert!(back.iter().all(|v| v.is_finite()));
+        assert!(!dir.path().join("m.partial").exists());
+        assert!(!dir.path().join("m.f32-partial").exists());
     }
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = specs
-        .iter()
-        .zip(&buffers)
-        .map(|(t, b)| {
-            let v =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), b)
-                    .expect("shape matches data");
-            (t.name.clone(), v)
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors"))
-        .map_err(std::io::Error::other)
 }

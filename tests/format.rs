@@ -1,0 +1,78 @@
+//! The on-disk format of `edgecsm quantize` outputs: the codebook heads are stored in the
+//! layout the kernels read (so loading them is a memory map, not a copy), and a file written in
+//! another format number is refused with an error that says to convert again.
+
+mod csm_common;
+
+use csm_common::*;
+use edgecsm::quantize::{self, Mode, Options};
+use edgecsm::weights::{FORMAT_VERSION, FORMAT_VERSION_KEY, Weights};
+use std::path::Path;
+
+fn convert(src: &Path, out: &Path, mode: Mode) {
+    quantize::quantize(
+        &Options {
+            model: src.to_path_buf(),
+            out: out.to_path_buf(),
+            mode,
+            keep: Vec::new(),
+            force: false,
+        },
+        &mut std::io::sink(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn converted_models_map_every_matrix_of_a_frame_including_the_codebook_heads() {
+    let src = fixture_root().join("a");
+    let tmp = tempfile::tempdir().unwrap();
+    for mode in [Mode::F16, Mode::Q8] {
+        let out = tmp.path().join(mode.name());
+        convert(&src, &out, mode);
+        let w = Weights::open(&out).unwrap();
+        assert!(w.is_transposed("depth_decoder.codebooks_head.weight"));
+        let csm = load(&out);
+        for (part, m) in csm.frame_products() {
+            assert!(m.is_mapped(), "{mode:?} {part:?} {} is a copy", m.name());
+        }
+    }
+    // an upstream checkpoint's heads are transposed at load (copies)
+    let csm = load(&src);
+    let heads: Vec<_> = csm
+        .frame_products()
+        .into_iter()
+        .filter(|(p, _)| *p == edgecsm::csm::model::FramePart::DepthHeads)
+        .collect();
+    assert!(!heads.is_empty() && heads.iter().all(|(_, m)| !m.is_mapped()));
+}
+
+/// Rewrites one metadata value of a safetensors file in place (same header length).
+fn set_metadata(file: &Path, key: &str, value: &str) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header["__metadata__"][key] = value.into();
+    let mut text = serde_json::to_vec(&header).unwrap();
+    assert!(text.len() <= n, "the new header must not be longer");
+    text.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&text);
+    std::fs::write(file, bytes).unwrap();
+}
+
+#[test]
+fn a_file_of_another_format_number_is_refused_with_a_way_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q8");
+    convert(&fixture_root().join("a"), &out, Mode::Q8);
+    assert!(Weights::open(&out).is_ok());
+    set_metadata(&out.join("model.safetensors"), FORMAT_VERSION_KEY, "1");
+    let e = Weights::open(&out).unwrap_err().to_string();
+    assert!(
+        e.contains("format 1")
+            && e.contains(&format!("reads format {FORMAT_VERSION}"))
+            && e.contains("edgecsm quantize"),
+        "{e}"
+    );
+    assert!(edgecsm::csm::Csm::load(&out).is_err());
+}
