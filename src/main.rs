@@ -4,7 +4,8 @@
 
 mod cli;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use edgecsm::audio::output::is_stdout;
 use edgecsm::kernels::Kernels;
 use edgecsm::quantize::{self, Mode};
 use std::io::Write;
@@ -82,38 +83,142 @@ struct Context {
     threads: usize,
 }
 
+/// Most compute threads `--threads` accepts (far beyond any board; a typo like 1000000 would
+/// otherwise fail spawning threads).
+const MAX_THREADS: usize = 1024;
+
 fn main() -> ExitCode {
-    let cli = cli::options_file::parse::<Cli>();
+    // the options of a subcommand's `--config` file first, then the one parse
+    let args = match cli::options_file::expand(&Cli::command(), std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if edgecsm::audio::cleanup::interrupted() {
+                // a signal is ending the process (its partial output vanished under the work):
+                // the signal, not this error, is the news
+                std::thread::sleep(std::time::Duration::from_secs(5));
+            }
+            eprintln!("error: {}", one_line(&e.to_string()));
             ExitCode::FAILURE
         }
     }
 }
 
+/// `msg` with control characters (a newline in a file name or in a file's content quoted by
+/// an error) escaped, so that an error is always one line.
+fn one_line(msg: &str) -> String {
+    msg.chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect()
+}
+
+/// `--help` and `--version` print as usual; every other argument error is one `error:` line
+/// (clap's first line, with a pointer to the help) and exit code 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    // clap's first line, with the indented lines that continue it (the missing arguments,
+    // the possible values)
+    let text = e.render().to_string();
+    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+    let first = lines.next().unwrap_or("invalid arguments").trim();
+    let mut msg = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let more: Vec<&str> = lines
+        .take_while(|l| l.starts_with(' '))
+        .map(str::trim)
+        .collect();
+    if !more.is_empty() {
+        msg = format!("{msg} {}", more.join(", "));
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        msg = "a command is required".into();
+    }
+    // point at the help of the subcommand given, if any
+    let cmd = Cli::command();
+    let sub = std::env::args()
+        .skip(1)
+        .find(|a| cmd.get_subcommands().any(|s| s.get_name() == a));
+    let help = match sub {
+        Some(s) => format!("edgecsm {s} --help"),
+        None => "edgecsm --help".into(),
+    };
+    eprintln!("error: {msg} (see `{help}`)");
+    ExitCode::from(2)
+}
+
 fn run(cli: Cli) -> edgecsm::Result<()> {
+    if cli.threads > MAX_THREADS {
+        return Err(edgecsm::Error::Invalid(format!(
+            "--threads {} is more than {MAX_THREADS} (0 = one per core, here {})",
+            cli.threads,
+            edgecsm::kernels::pool::thread_count(0)
+        )));
+    }
     Kernels::init()?;
     let ctx = Context {
         threads: cli.threads,
     };
+    let out = match &cli.command {
+        Command::Quantize(a) => Some(&a.out),
+        Command::Encode(a) => Some(&a.out),
+        Command::Decode(a) => Some(&a.out),
+        Command::Say(a) => Some(&a.out),
+        Command::Generate(a) => Some(&a.out),
+        // synth writes a model directory by its own rules (not yet under the output policy)
+        Command::Loop(_) | Command::Devices | Command::Serve(_) | Command::Synth(_) => None,
+    };
+    // with `--out -` the summary goes to stderr: stdout carries the output
+    let to_stdout = out.is_some_and(|p| is_stdout(p));
+    if out.is_some() {
+        // SIGINT/SIGTERM/SIGHUP remove partial outputs before the process ends
+        if let Err(e) = edgecsm::audio::cleanup::install() {
+            eprintln!("warning: cannot handle interruptions ({e}): a partial output may remain");
+        }
+    }
     match cli.command {
         Command::Quantize(args) => run_quantize(&ctx, args),
-        Command::Encode(args) => report(cli::encode::run(ctx.threads, args)?),
-        Command::Decode(args) => report(cli::decode::run(ctx.threads, args)?),
-        Command::Say(args) => report(cli::say::run(ctx.threads, args)?),
-        Command::Generate(args) => report(cli::generate::run(ctx.threads, args)?),
+        Command::Encode(args) => report(cli::encode::run(ctx.threads, args)?, to_stdout),
+        Command::Decode(args) => report(cli::decode::run(ctx.threads, args)?, to_stdout),
+        Command::Say(args) => report(cli::say::run(ctx.threads, args)?, to_stdout),
+        Command::Generate(args) => report(cli::generate::run(ctx.threads, args)?, to_stdout),
         Command::Loop(args) => cli::audio::run_loop(ctx.threads, args),
         Command::Devices => cli::audio::run_devices(),
         Command::Serve(args) => cli::serve::run_serve(ctx.threads, args),
-        Command::Synth(args) => report(cli::synth::run(args)?),
+        Command::Synth(args) => report(cli::synth::run(args)?, false),
     }
 }
 
-/// Prints a subcommand's one-line summary (a closed stdout is not an error of the work done).
-fn report(line: String) -> edgecsm::Result<()> {
-    let _ = writeln!(std::io::stdout(), "{line}");
+/// Prints a subcommand's one-line summary: on stdout, or on stderr when stdout carries the
+/// output itself (`--out -`). A closed stdout is not an error of the work done.
+fn report(line: String, output_on_stdout: bool) -> edgecsm::Result<()> {
+    if output_on_stdout {
+        eprintln!("{line}");
+    } else {
+        let _ = writeln!(std::io::stdout(), "{line}");
+    }
     Ok(())
 }
 

@@ -383,6 +383,8 @@ fn serve_over_the_socket() {
         (b"{\"op\":\"sing\"}\n".to_vec(), "unknown op"),
         (b"{\"op\":\"say\"}\n".to_vec(), "missing field `text`"),
         (b"[]\n".to_vec(), "JSON object"),
+        (b"\n".to_vec(), "empty request line"),
+        (b"  \r\n".to_vec(), "empty request line"),
     ] {
         b.send_raw(&line);
         let r = b.recv();

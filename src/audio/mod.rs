@@ -1,15 +1,19 @@
-//! Audio and code files at the edges of the codec: WAV in any common rate, channel count and
-//! sample format (read, downmixed to mono, resampled to the model rate), WAV out (s16 or f32),
-//! and Mimi code arrays as int64 NumPy files. Every file is written atomically: a temporary
-//! file in the target's directory renamed into place only when complete.
+//! Files at the edges of the codec: WAV in any common rate, channel count and sample format
+//! (read, downmixed to mono, resampled to the model rate), WAV out (s16 or f32, to a file or
+//! streamed), Mimi code arrays and token ids as int64 NumPy files, and the output policy
+//! every command that writes a file follows ([`output`]: atomic replacement of regular files,
+//! in-place writes to FIFOs and devices, `-` for stdout) with removal of partial outputs on
+//! SIGINT/SIGTERM ([`cleanup`]).
 
-pub mod atomic;
+pub mod cleanup;
 pub mod codes;
 pub mod npy;
+pub mod output;
 pub mod resample;
 pub mod wav;
 
 pub use codes::check_codes;
 pub use npy::{read_codes, write_codes};
+pub use output::{Output, write_output};
 pub use resample::resample;
-pub use wav::{SampleFormat, read_mono, write_wav};
+pub use wav::{SampleFormat, WavWriter, read_mono, write_wav};

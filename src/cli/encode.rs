@@ -1,10 +1,12 @@
 //! `edgecsm encode`: a WAV file (any common rate, channel count and sample format) to Mimi
-//! codes, an int64 NumPy array `[codebooks, frames]`.
+//! codes, an int64 NumPy array `[codebooks, frames]` (`--out -` writes it to standard output).
 
 use clap::Args;
+use edgecsm::Error;
 use edgecsm::Result;
 use edgecsm::audio::codes::{check_num_codebooks, to_array};
-use edgecsm::audio::{read_mono, resample, write_codes};
+use edgecsm::audio::{Output, read_mono, resample};
+use ndarray_npy::WriteNpyExt;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -15,7 +17,8 @@ pub struct EncodeArgs {
     /// Input WAV file; resampled to the model rate and downmixed to mono.
     #[arg(value_name = "IN.wav")]
     pub input: PathBuf,
-    /// Output .npy file (int64 [codebooks, frames]); written only on success.
+    /// Output .npy file (int64 [codebooks, frames]); a regular file is written only on
+    /// success; `-` is standard output.
     #[arg(long, value_name = "CODES.npy")]
     pub out: PathBuf,
     /// Codebooks per frame (default: all of the model's).
@@ -24,7 +27,9 @@ pub struct EncodeArgs {
 }
 
 pub fn run(threads: usize, a: EncodeArgs) -> Result<String> {
-    // Cheap checks first: the config, the codebook count and the input, then the weights.
+    // the output first (an unwritable --out fails before any work), then the cheap checks:
+    // the config, the codebook count and the input, then the weights
+    let mut out = Output::create(&a.out)?;
     let cfg = super::codec_config(&a.model)?;
     let n_q = a.codebooks.unwrap_or(cfg.num_quantizers);
     check_num_codebooks(n_q, &cfg)?;
@@ -33,7 +38,10 @@ pub fn run(threads: usize, a: EncodeArgs) -> Result<String> {
     let mimi = super::load_mimi(&a.model, threads)?;
     let codes = mimi.encode(&pcm, n_q)?;
     let array = to_array(&codes)?;
-    write_codes(&a.out, array.view())?;
+    array
+        .write_npy(&mut out)
+        .map_err(|e| Error::Invalid(format!("{}: cannot write codes ({e})", a.out.display())))?;
+    out.commit()?;
     Ok(format!(
         "{}: {:.2} s ({} Hz, {} channel(s)) -> {} codebooks x {} frames -> {}",
         a.input.display(),

@@ -10,7 +10,7 @@
 use clap::Args;
 use edgecsm::audio::codes::to_array;
 use edgecsm::audio::npy::read_i64;
-use edgecsm::audio::{read_codes, write_codes};
+use edgecsm::audio::{Output, read_codes};
 use edgecsm::csm::{
     Conversation, Csm, FrameEngine, GenerateOptions, InvalidCodes, SamplingParams, Segment,
     StopReason,
@@ -18,6 +18,7 @@ use edgecsm::csm::{
 use edgecsm::kernels::Pool;
 use edgecsm::{Error, Result};
 use ndarray::Array1;
+use ndarray_npy::WriteNpyExt;
 use serde_json::Value;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -189,12 +190,14 @@ pub struct GenerateArgs {
     /// Codes filling the audio placeholders in order: int64 .npy [codebooks, frames].
     #[arg(long, value_name = "CODES.npy")]
     pub audio_codes: Option<PathBuf>,
-    /// Frames to generate at most (80 ms each at csm-1b's 12.5 Hz).
+    /// Frames to generate at most (80 ms each at csm-1b's 12.5 Hz); capped to what fits in
+    /// the model's positions after the input.
     #[arg(long, value_name = "N")]
     pub max_frames: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Output .npy file (int64 [codebooks, frames]); written only on success.
+    /// Output .npy file (int64 [codebooks, frames]); a regular file is written only on
+    /// success; `-` is standard output.
     #[arg(long, value_name = "CODES.npy")]
     pub out: PathBuf,
 }
@@ -256,6 +259,8 @@ pub fn run(threads: usize, a: GenerateArgs) -> Result<String> {
     if a.max_frames == 0 {
         return Err(Error::Invalid("--max-frames must be at least 1".into()));
     }
+    // the output first: an unwritable --out fails before any work
+    let mut out_file = Output::create(&a.out)?;
     let sampling = Sampling::resolve(&a.model, &a.sampling)?;
     let ids = read_ids(&a.input_ids)?;
     let csm = load_csm(&a.model, threads)?;
@@ -280,16 +285,37 @@ pub fn run(threads: usize, a: GenerateArgs) -> Result<String> {
         )));
     }
     FrameEngine::check_input(&csm, &ids, &codes).map_err(|e| bad(&a.input_ids, e))?;
+    // at most what fits after the input: the frames and the closing audio-eos position
+    let max = d.backbone.max_positions;
+    let fits = max.saturating_sub(ids.len() + 1);
+    if fits == 0 {
+        return Err(Error::Invalid(format!(
+            "{}: the input takes {} positions: no room to generate in the model's {max}",
+            a.input_ids.display(),
+            ids.len()
+        )));
+    }
+    let max_frames = if a.max_frames > fits {
+        eprintln!(
+            "generate: --max-frames {} capped to {fits}: the model holds {max} positions and \
+             the input takes {}",
+            a.max_frames,
+            ids.len()
+        );
+        fits
+    } else {
+        a.max_frames
+    };
     let mut conv = Conversation::new(csm.clone());
     let label = a.input_ids.display().to_string();
     let positions = ids.len();
     let n = d.num_codebooks;
-    let mut out: Vec<u32> = Vec::with_capacity(a.max_frames * n);
+    let mut out: Vec<u32> = Vec::with_capacity(max_frames * n);
     let t0 = std::time::Instant::now();
-    let mut marks = Vec::with_capacity(a.max_frames.min(1 << 16));
+    let mut marks = Vec::with_capacity(max_frames);
     let g = conv.generate(
         Segment::new(label, ids, codes),
-        &sampling.options(a.max_frames),
+        &sampling.options(max_frames),
         |f| {
             out.extend_from_slice(f);
             marks.push(t0.elapsed().as_secs_f64());
@@ -307,9 +333,12 @@ pub fn run(threads: usize, a: GenerateArgs) -> Result<String> {
     let rows: Vec<Vec<u32>> = (0..n)
         .map(|q| out.iter().skip(q).step_by(n).copied().collect())
         .collect();
-    write_codes(&a.out, to_array(&rows)?.view())?;
+    to_array(&rows)?
+        .write_npy(&mut out_file)
+        .map_err(|e| bad(&a.out, format!("cannot write codes ({e})")))?;
+    out_file.commit()?;
     let stop = if g.stop == StopReason::MaxFrames {
-        format!("--max-frames {} reached", a.max_frames)
+        format!("--max-frames {max_frames} reached")
     } else {
         describe_stop(&g.stop)
     };

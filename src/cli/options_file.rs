@@ -16,24 +16,12 @@
 //! naming the file, the line and the key.
 
 use clap::parser::ValueSource;
-use clap::{ArgAction, ArgMatches, Command, Parser, error::ErrorKind};
+use clap::{ArgAction, ArgMatches, Command, error::ErrorKind};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// The option that names the file; a subcommand opts in by having it.
 const CONFIG: &str = "config";
-
-/// `P::parse()`, with the options of a subcommand's `--config FILE` added first. A problem
-/// with the file is one `error:` line and exit status 2, as clap does for a bad command line.
-pub fn parse<P: Parser>() -> P {
-    match expand(&P::command(), std::env::args_os().collect()) {
-        Ok(args) => P::parse_from(args),
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    }
-}
 
 /// The command line `args` (program name first) with the options from the `--config` file of
 /// its subcommand appended, or unchanged when there is none. Whatever else is wrong with `args`
@@ -213,6 +201,7 @@ fn check_value(sub: &Command, token: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
     use clap::{Args, CommandFactory, Subcommand, ValueEnum};
 
     #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]

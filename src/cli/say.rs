@@ -1,25 +1,20 @@
 //! `edgecsm say`: text to speech with CSM. The text is spoken as `--speaker`, optionally after
-//! earlier turns of a conversation (`--context`: text + audio of each turn); frames are decoded
-//! by a streaming Mimi decoder as they are generated, with progress on stderr, and the WAV is
-//! written (atomically) at the end.
-//!
-//! The context file is a JSON array of turns, in order:
-//! `[{"speaker": 0, "text": "Hi.", "audio": "turn0.wav"}, {"speaker": 1, "text": "Hello!",
-//! "codes": "turn1.npy"}]`: every turn needs its audio, as the upstream processor requires,
-//! either a WAV file (any rate; resampled and encoded with the model's codec) or int64 Mimi
-//! codes `[codebooks, frames]` (what `edgecsm encode` writes). Paths are relative to the JSON
-//! file. `--context` may also name a directory holding `context.json`.
+//! earlier turns of a conversation (`--context`, see [`edgecsm::csm::context_file`]); frames
+//! are decoded by a streaming Mimi decoder as they are generated and written out at once
+//! (`--out -` streams the WAV to stdout: `edgecsm say "Hi" --out - | aplay`), with progress on
+//! stderr. The output is opened first, so an unwritable `--out` fails before any work; a
+//! regular file appears complete or not at all.
 
 use super::decode::SampleFormatArg;
 use super::generate::{Sampling, SamplingArgs, describe_stop, load_csm};
 use clap::Args;
-use edgecsm::audio::{SampleFormat, check_codes, read_codes, read_mono, resample, write_wav};
+use edgecsm::audio::{Output, WavWriter, check_codes, read_codes, read_mono, resample};
+use edgecsm::csm::context_file::{ContextTurn, TurnAudio, read_context};
 use edgecsm::csm::prompt::{PromptFormatter, Turn};
 use edgecsm::csm::{Conversation, Csm, CsmConfig, Segment, StopReason};
 use edgecsm::mimi::{Mimi, MimiDecoderStream};
 use edgecsm::{Error, Result};
-use serde_json::Value;
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,10 +26,12 @@ const BUNDLED_MODEL: &str = "models/csm-tiny";
 const TEST_MODEL_MARKER: &str = "EDGECSM_TEST_MODEL";
 /// Longest utterance when neither `--max-seconds` nor `max_new_tokens` says otherwise.
 const DEFAULT_MAX_SECONDS: f64 = 10.0;
+/// Longest text read from standard input (`say -`).
+const MAX_STDIN_TEXT: u64 = 1 << 20;
 
 #[derive(Args, Debug)]
 pub struct SayArgs {
-    /// What to say.
+    /// What to say (`-`: read the text from standard input).
     #[arg(value_name = "TEXT")]
     pub text: String,
     /// Speaker id of the new turn (the `[N]` prefix of the prompt).
@@ -47,7 +44,8 @@ pub struct SayArgs {
     /// CSM model directory (default: the bundled random-weight test model models/csm-tiny).
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
-    /// Output WAV file (mono, 24 kHz); written only on success.
+    /// Output WAV file (mono, 24 kHz); a regular file is written only on success; `-` streams
+    /// to standard output as frames are generated.
     #[arg(long, value_name = "OUT.wav")]
     pub out: PathBuf,
     /// Longest utterance in seconds (default: generation_config.json's max_new_tokens frames,
@@ -59,20 +57,9 @@ pub struct SayArgs {
     /// Sample format of the output.
     #[arg(long, value_enum, default_value = "s16")]
     pub sample_format: SampleFormatArg,
-}
-
-/// Where a context turn's audio comes from.
-#[derive(Debug, Clone, PartialEq)]
-enum TurnAudio {
-    Wav(PathBuf),
-    Codes(PathBuf),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct ContextTurn {
-    speaker: u32,
-    text: String,
-    audio: TurnAudio,
+    /// Write raw little-endian samples in --sample-format, without a WAV header.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// The bundled model: `models/csm-tiny` under the current directory, else under an ancestor
@@ -107,102 +94,6 @@ fn test_model_notice(dir: &Path) -> String {
          `--model models/csm-1b-f16` (see the README, \"Speech generation (CSM)\").",
         dir.display()
     )
-}
-
-/// Parses the context file (see the module docs); checks the structure, not the audio.
-fn read_context(arg: &Path) -> Result<Vec<ContextTurn>> {
-    let path = if arg.is_dir() {
-        arg.join("context.json")
-    } else {
-        arg.to_path_buf()
-    };
-    let base = path.parent().unwrap_or(Path::new(""));
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let bad = |msg: String| Error::Invalid(format!("{}: {msg}", path.display()));
-    let value: Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-    let turns = value.as_array().ok_or_else(|| {
-        bad("the context must be a JSON array of turns like \
-             [{\"speaker\": 0, \"text\": \"...\", \"audio\": \"turn0.wav\"}]"
-            .into())
-    })?;
-    let mut out = Vec::with_capacity(turns.len());
-    for (i, t) in turns.iter().enumerate() {
-        let obj = t
-            .as_object()
-            .ok_or_else(|| bad(format!("turn {i} must be an object, got {t}")))?;
-        if let Some(k) = obj
-            .keys()
-            .find(|k| !["speaker", "text", "audio", "codes"].contains(&k.as_str()))
-        {
-            return Err(bad(format!(
-                "turn {i}: unknown key `{k}` (expected speaker, text, and audio or codes)"
-            )));
-        }
-        let speaker = match obj.get("speaker") {
-            Some(Value::Number(n)) => n.as_u64().and_then(|v| u32::try_from(v).ok()),
-            Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-                s.parse::<u32>().ok()
-            }
-            _ => None,
-        }
-        .ok_or_else(|| {
-            bad(format!(
-                "turn {i}: `speaker` must be a non-negative integer such as 0 or \"1\", got {}",
-                obj.get("speaker")
-                    .map_or("nothing".into(), Value::to_string)
-            ))
-        })?;
-        let text = obj
-            .get("text")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                bad(format!(
-                    "turn {i} (speaker {speaker}): `text` must be a string"
-                ))
-            })?
-            .to_string();
-        let file = |key: &str| -> Result<Option<PathBuf>> {
-            match obj.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if !s.is_empty() => {
-                    let f = base.join(s);
-                    if !f.is_file() {
-                        return Err(bad(format!(
-                            "turn {i} (speaker {speaker}): {key} file {} not found",
-                            f.display()
-                        )));
-                    }
-                    Ok(Some(f))
-                }
-                Some(v) => Err(bad(format!(
-                    "turn {i} (speaker {speaker}): `{key}` must be a file name, got {v}"
-                ))),
-            }
-        };
-        let audio = match (file("audio")?, file("codes")?) {
-            (Some(w), None) => TurnAudio::Wav(w),
-            (None, Some(c)) => TurnAudio::Codes(c),
-            (Some(_), Some(_)) => {
-                return Err(bad(format!(
-                    "turn {i} (speaker {speaker}): give either `audio` or `codes`, not both"
-                )));
-            }
-            (None, None) => {
-                return Err(bad(format!(
-                    "turn {i} (speaker {speaker}) has no audio: every context turn needs \
-                     `audio` (a WAV file) or `codes` (int64 .npy [codebooks, frames]), as the \
-                     upstream model requires"
-                )));
-            }
-        };
-        out.push(ContextTurn {
-            speaker,
-            text,
-            audio,
-        });
-    }
-    Ok(out)
 }
 
 /// A context turn's audio as frames-major codes (`frames * num_codebooks`).
@@ -305,6 +196,32 @@ impl Progress {
     }
 }
 
+/// The text to say: the argument, or standard input for `-`.
+fn text_of(arg: &str) -> Result<String> {
+    if arg != "-" {
+        return Ok(arg.to_string());
+    }
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .take(MAX_STDIN_TEXT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("<stdin>", e))?;
+    if bytes.len() as u64 > MAX_STDIN_TEXT {
+        return Err(Error::Invalid(format!(
+            "the text on standard input is longer than {MAX_STDIN_TEXT} bytes"
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::Invalid("the text on standard input is not UTF-8".into()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(Error::Invalid(
+            "no text on standard input (`say -` reads what to say from it)".into(),
+        ));
+    }
+    Ok(text.to_string())
+}
+
 pub fn run(threads: usize, a: SayArgs) -> Result<String> {
     if let Some(s) = a.max_seconds
         && !(s.is_finite() && s > 0.0)
@@ -313,11 +230,14 @@ pub fn run(threads: usize, a: SayArgs) -> Result<String> {
             "--max-seconds must be a positive number, got {s}"
         )));
     }
+    // the output first: an unwritable --out fails before any work
+    let mut out = Output::create(&a.out)?;
     let dir = match &a.model {
         Some(d) => d.clone(),
         None => bundled_model()?,
     };
     let sampling = Sampling::resolve(&dir, &a.sampling)?;
+    let text = text_of(&a.text)?;
     let context = match &a.context {
         Some(c) => read_context(c)?,
         None => Vec::new(),
@@ -337,25 +257,20 @@ pub fn run(threads: usize, a: SayArgs) -> Result<String> {
     let (rate, frame_size) = (codec.config().sampling_rate, codec.frame_size());
     let frame_seconds = frame_size as f64 / rate as f64;
 
-    let mut conv = Conversation::new(csm.clone());
-    add_context(&mut conv, &csm, &codec, &prompts, &context)?;
     let mut ids = Vec::new();
     prompts.segment(
         &Turn {
             speaker: a.speaker,
-            text: &a.text,
+            text: &text,
             audio_frames: None,
         },
         &mut ids,
     )?;
-    let max_frames = frame_limit(
-        &a,
-        &sampling,
-        frame_seconds,
-        &csm,
-        conv.positions(),
-        ids.len(),
-    )?;
+    let max_frames = frame_limit(&a, &sampling, frame_seconds, &csm, ids.len())?;
+    let mut conv = Conversation::new(csm.clone());
+    // the new turn: its prompt, the frames and the closing audio-eos position
+    let reserve = ids.len() + max_frames + 1;
+    add_context(&mut conv, &csm, &codec, &prompts, &context, reserve)?;
     eprintln!(
         "say: speaker {} ({} prompt tokens after {} context positions), {}, up to {max_frames} \
          frames ({:.2} s)",
@@ -366,24 +281,40 @@ pub fn run(threads: usize, a: SayArgs) -> Result<String> {
         max_frames as f64 * frame_seconds
     );
 
+    let mut wav = WavWriter::start(&mut out, rate as u32, a.sample_format.format(), a.raw)?;
     let mut decoder = MimiDecoderStream::new(codec.clone())?;
-    let mut pcm = vec![0.0f32; max_frames * frame_size];
+    let mut pcm = vec![0.0f32; frame_size];
     let mut decoded = 0;
     let mut failure = None;
     let mut progress = Progress::new(frame_seconds);
-    let label = format!("[{}]{}", a.speaker, a.text);
+    let label = format!("[{}]{}", a.speaker, text);
+    let mut on_frame = |frame: &[u32]| -> Result<()> {
+        decoder.decode_frame(frame, &mut pcm)?;
+        if let Some(i) = pcm.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "the codec produced a non-finite sample ({}) in frame {decoded}: its weights \
+                 hold NaN or infinite values (a corrupt or badly converted checkpoint?)",
+                pcm[i]
+            )));
+        }
+        wav.write(&mut out, &pcm)?;
+        if out.is_stream() {
+            // a listener (`| aplay`) hears each frame as soon as it exists
+            out.flush().map_err(|e| Error::io(out.path(), e))?;
+        }
+        decoded += 1;
+        progress.frame(decoded);
+        Ok(())
+    };
     let g = conv.generate(
         Segment::new(label, ids, Vec::new()),
         &sampling.options(max_frames),
-        |frame| {
-            let out = &mut pcm[decoded * frame_size..(decoded + 1) * frame_size];
-            if let Err(e) = decoder.decode_frame(frame, out) {
+        |frame| match on_frame(frame) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
                 failure = Some(e);
-                return ControlFlow::Break(());
+                ControlFlow::Break(())
             }
-            decoded += 1;
-            progress.frame(decoded);
-            ControlFlow::Continue(())
         },
     )?;
     progress.finish();
@@ -393,12 +324,9 @@ pub fn run(threads: usize, a: SayArgs) -> Result<String> {
     if let Some(m) = g.context.eviction_message() {
         eprintln!("say: {m}");
     }
-    pcm.truncate(decoded * frame_size);
-    let format = match a.sample_format {
-        SampleFormatArg::S16 => SampleFormat::S16,
-        SampleFormatArg::F32 => SampleFormat::F32,
-    };
-    write_wav(&a.out, &pcm, rate as u32, format)?;
+    let samples = wav.samples();
+    wav.finish(&mut out)?;
+    out.commit()?;
     let stop = if g.stop == StopReason::MaxFrames {
         format!("max-seconds reached ({max_frames} frames)")
     } else {
@@ -416,24 +344,23 @@ pub fn run(threads: usize, a: SayArgs) -> Result<String> {
     Ok(format!(
         "{}: {:.2} s at {rate} Hz ({decoded} frames)",
         a.out.display(),
-        pcm.len() as f64 / rate as f64
+        samples as f64 / rate as f64
     ))
 }
 
 /// Frames to generate at most: `--max-seconds`, else generation_config.json's
-/// `max_new_tokens`, else 10 s; limited to what fits in the backbone after the prompt (and,
-/// for the default, after the context too, so that the default never evicts context).
+/// `max_new_tokens`, else 10 s; limited to what fits in the backbone after the prompt (the
+/// oldest context turns make room for them, see [`add_context`]).
 fn frame_limit(
     a: &SayArgs,
     sampling: &Sampling,
     frame_seconds: f64,
     csm: &Csm,
-    context: usize,
     prompt: usize,
 ) -> Result<usize> {
     let max = csm.dims().backbone.max_positions;
     // the frames and the closing audio-eos position
-    let fits_alone = max
+    let limit = max
         .checked_sub(prompt + 1)
         .filter(|&f| f > 0)
         .ok_or_else(|| {
@@ -441,49 +368,39 @@ fn frame_limit(
                 "the text takes {prompt} positions: no room to speak it in the model's {max}"
             ))
         })?;
-    let (want, limit) = match a.max_seconds {
-        Some(s) => (((s / frame_seconds).ceil() as usize).max(1), fits_alone),
-        None => {
-            let want = sampling
-                .max_new_frames
-                .unwrap_or((DEFAULT_MAX_SECONDS / frame_seconds).ceil() as usize)
-                .max(1);
-            let after_context = fits_alone.saturating_sub(context);
-            (
-                want,
-                if after_context > 0 {
-                    after_context
-                } else {
-                    fits_alone
-                },
-            )
-        }
+    let want = match a.max_seconds {
+        // saturating: a huge --max-seconds is capped below
+        Some(s) => ((s / frame_seconds).ceil() as usize).max(1),
+        None => sampling
+            .max_new_frames
+            .unwrap_or((DEFAULT_MAX_SECONDS / frame_seconds).ceil() as usize)
+            .max(1),
     };
     if want > limit {
         eprintln!(
             "say: the model holds {max} positions: at most {limit} frames ({:.2} s) fit after \
-             the prompt{}",
-            limit as f64 * frame_seconds,
-            if a.max_seconds.is_none() && context > 0 {
-                " and the context"
-            } else {
-                ""
-            }
+             the prompt",
+            limit as f64 * frame_seconds
         );
     }
     Ok(want.min(limit))
 }
 
-/// Encodes and prefills the context turns, logging each (and any eviction) on stderr.
+/// Encodes the newest context turns that fit beside the new turn (`reserve` positions) and
+/// prefills them in one go, logging each on stderr; older turns are dropped unread (one line
+/// says so).
 fn add_context(
     conv: &mut Conversation,
     csm: &Arc<Csm>,
     codec: &Mimi,
     prompts: &PromptFormatter,
     turns: &[ContextTurn],
+    reserve: usize,
 ) -> Result<()> {
     let n = csm.num_codebooks();
-    for (i, t) in turns.iter().enumerate() {
+    let room = csm.dims().backbone.max_positions.saturating_sub(reserve);
+    let (mut segs, mut logs, mut used) = (Vec::new(), Vec::new(), 0);
+    for (i, t) in turns.iter().enumerate().rev() {
         let label = format!("turn {i} (speaker {})", t.speaker);
         let (codes, frames) =
             turn_codes(t, codec, n).map_err(|e| Error::Invalid(format!("context {label}: {e}")))?;
@@ -496,96 +413,36 @@ fn add_context(
             },
             &mut ids,
         )?;
+        if used + ids.len() > room {
+            break;
+        }
+        used += ids.len();
         let source = match &t.audio {
             TurnAudio::Wav(p) | TurnAudio::Codes(p) => p.display().to_string(),
         };
-        let report = conv.add_segment(Segment::new(label.clone(), ids, codes))?;
-        eprintln!(
+        logs.push(format!(
             "say: context {label}: {frames} frames from {source}, {} positions",
-            report.prefilled_positions
+            ids.len()
+        ));
+        segs.push(Segment::new(label, ids, codes));
+    }
+    let dropped = turns.len() - segs.len();
+    for l in logs.iter().rev() {
+        eprintln!("{l}");
+    }
+    if dropped > 0 {
+        eprintln!(
+            "say: context full: dropped the {dropped} oldest turn(s) (turns 0 to {}): the \
+             newest {} ({used} positions) fit beside this turn's {reserve} in the model's {}",
+            dropped - 1,
+            segs.len(),
+            csm.dims().backbone.max_positions
         );
-        if let Some(m) = report.eviction_message() {
-            eprintln!("say: {m}");
-        }
+    }
+    segs.reverse();
+    let report = conv.add_segments(segs, reserve)?;
+    if let Some(m) = report.eviction_message() {
+        eprintln!("say: {m}");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(dir: &Path, json: &str) -> PathBuf {
-        let p = dir.join("context.json");
-        std::fs::write(&p, json).unwrap();
-        p
-    }
-
-    #[test]
-    fn context_turns_parse_with_paths_relative_to_the_file() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("a.wav"), b"").unwrap();
-        std::fs::write(d.path().join("b.npy"), b"").unwrap();
-        write(
-            d.path(),
-            r#"[{"speaker": 0, "text": "Hi.", "audio": "a.wav"},
-                {"speaker": "1", "text": "Yo", "codes": "b.npy"}]"#,
-        );
-        let turns = read_context(d.path()).unwrap();
-        assert_eq!(
-            turns,
-            vec![
-                ContextTurn {
-                    speaker: 0,
-                    text: "Hi.".into(),
-                    audio: TurnAudio::Wav(d.path().join("a.wav")),
-                },
-                ContextTurn {
-                    speaker: 1,
-                    text: "Yo".into(),
-                    audio: TurnAudio::Codes(d.path().join("b.npy")),
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn bad_context_files_are_named() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("a.wav"), b"").unwrap();
-        std::fs::write(d.path().join("a.npy"), b"").unwrap();
-        for (json, want) in [
-            (
-                r#"[{"speaker": 0, "text": "x", "audio": "b.wav"}]"#,
-                "audio file",
-            ),
-            ("{", "not valid JSON"),
-            (r#"{"speaker": 0}"#, "must be a JSON array"),
-            (r#"[{"speaker": 0, "text": "x"}]"#, "has no audio"),
-            (
-                r#"[{"speaker": "alice", "text": "x", "audio": "a.wav"}]"#,
-                "`speaker` must be",
-            ),
-            (
-                r#"[{"speaker": -1, "text": "x", "audio": "a.wav"}]"#,
-                "`speaker` must be",
-            ),
-            (r#"[{"speaker": 0, "audio": "a.wav"}]"#, "`text` must be"),
-            (
-                r#"[{"speaker": 0, "text": "x", "wav": "a.wav"}]"#,
-                "unknown key `wav`",
-            ),
-            (
-                r#"[{"speaker": 0, "text": "x", "audio": "a.wav", "codes": "a.npy"}]"#,
-                "not both",
-            ),
-        ] {
-            let p = write(d.path(), json);
-            let e = read_context(&p).unwrap_err().to_string();
-            assert!(
-                e.contains(want) && e.contains("context.json"),
-                "{json}: {e}"
-            );
-        }
-    }
 }

@@ -5,7 +5,8 @@
 //! When a new segment (plus, for generation, room for the frames to come) would not fit in the
 //! backbone's maximum positions, the oldest whole segments are dropped, the cache is cleared
 //! and what remains is prefilled again; the returned [`ContextReport`] says what was evicted so
-//! the caller can log it.
+//! the caller can log it. [`Conversation::add_segments`] adds many turns at once, computing
+//! first which of the newest ones fit, so a long history is evicted and prefilled once.
 //!
 //! A generated turn becomes a segment too: its prompt ids, one `audio_token_id` per frame
 //! produced and a closing `audio_eos_token_id` (so the next turn sees it in the upstream layout).
@@ -61,12 +62,17 @@ impl ContextReport {
     /// A one-line description of an eviction, or None when nothing was evicted.
     pub fn eviction_message(&self) -> Option<String> {
         (!self.evicted.is_empty()).then(|| {
+            const SHOWN: usize = 4;
+            let mut names = self.evicted[..self.evicted.len().min(SHOWN)].join(", ");
+            if self.evicted.len() > SHOWN {
+                names += &format!(", ... ({} more)", self.evicted.len() - SHOWN);
+            }
             format!(
                 "context full: dropped the {} oldest segment(s) ({} positions: {}) and prefilled \
                  the remaining {} positions again",
                 self.evicted.len(),
                 self.evicted_positions,
-                self.evicted.join(", "),
+                names,
                 self.reprefilled_positions
             )
         })
@@ -137,6 +143,74 @@ impl Conversation {
     /// Adds a turn, prefilling only its positions (after evicting old turns if needed).
     pub fn add_segment(&mut self, seg: Segment) -> Result<ContextReport> {
         self.add_inner(seg, None)
+    }
+
+    /// Adds many turns (oldest first) as one operation, leaving room for `reserve` more
+    /// positions (e.g. the turn to be generated next): what fits is computed first — the
+    /// newest turns, old and new, whose positions fit in `max_positions - reserve` — then the
+    /// dropped ones are evicted in one go and the cache is prefilled once (only the new turns
+    /// when no old turn is dropped). A turn larger than the whole room is dropped with every
+    /// turn before it. Every new turn is checked before anything changes.
+    pub fn add_segments(&mut self, segs: Vec<Segment>, reserve: usize) -> Result<ContextReport> {
+        let max = self.csm.dims().backbone.max_positions;
+        if reserve > max {
+            return Err(Error::Invalid(format!(
+                "{reserve} positions to keep free, more than the model's {max}"
+            )));
+        }
+        for s in &segs {
+            FrameEngine::check_input(&self.csm, &s.ids, &s.codes)?;
+        }
+        let room = max - reserve;
+        // the newest turns that fit, counted from the end over old then new turns
+        let mut used = 0usize;
+        let mut keep_new = 0;
+        for s in segs.iter().rev() {
+            if used + s.positions() > room {
+                break;
+            }
+            used += s.positions();
+            keep_new += 1;
+        }
+        let mut keep_old = 0;
+        if keep_new == segs.len() {
+            for s in self.segments.iter().rev() {
+                if used + s.positions() > room {
+                    break;
+                }
+                used += s.positions();
+                keep_old += 1;
+            }
+        }
+        let mut report = ContextReport::default();
+        let drop_old = self.segments.len() - keep_old;
+        for s in self.segments.drain(..drop_old) {
+            report.evicted_positions += s.positions();
+            report.evicted.push(s.label);
+        }
+        let mut segs = segs;
+        let drop_new = segs.len() - keep_new;
+        for s in segs.drain(..drop_new) {
+            report.evicted_positions += s.positions();
+            report.evicted.push(s.label);
+        }
+        if drop_old > 0 {
+            self.engine.reset();
+            report.reprefilled_positions = self.segments.iter().map(Segment::positions).sum();
+            if report.reprefilled_positions > 0 {
+                self.rebuild()?;
+            }
+        }
+        for s in segs {
+            let r = self.engine.prefill(&self.csm, &s.ids, &s.codes, None, None);
+            if let Err(e) = r {
+                self.rebuild()?;
+                return Err(e);
+            }
+            report.prefilled_positions += s.positions();
+            self.segments.push_back(s);
+        }
+        Ok(report)
     }
 
     /// [`Conversation::add_segment`] that also returns the codebook-0 logits at every position
@@ -581,5 +655,62 @@ mod tests {
             })
             .unwrap();
         assert_eq!(g.context.evicted, vec!["old".to_string()]);
+    }
+
+    #[test]
+    fn many_segments_are_evicted_in_one_go() {
+        let (csm, _dir) = tiny(40);
+        let mut conv = Conversation::with_prefill_chunk(csm.clone(), 8);
+        conv.add_segment(seg("old", &[1], 2, 1)).unwrap();
+        // 10 000 turns of 4 positions each; room for 40 - 10 = 30: the newest 7 turns
+        let many: Vec<Segment> = (0..10_000)
+            .map(|i| seg(&format!("t{i}"), &[1 + i as u32 % 30], 2, i as u32))
+            .collect();
+        assert!(many.iter().all(|s| s.positions() == 4));
+        let r = conv.add_segments(many.clone(), 10).unwrap();
+        assert_eq!(r.evicted.len(), 1 + 10_000 - 7);
+        assert_eq!(r.evicted[0], "old");
+        assert_eq!(r.reprefilled_positions, 0);
+        assert_eq!(r.prefilled_positions, 28);
+        assert_eq!(conv.positions(), 28);
+        let labels: Vec<&str> = conv.segments().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "t9993", "t9994", "t9995", "t9996", "t9997", "t9998", "t9999"
+            ]
+        );
+        let msg = r.eviction_message().unwrap();
+        assert!(msg.contains("(9990 more)") && msg.len() < 300, "{msg}");
+        // the cache equals a prefill of the kept turns from scratch
+        let next = seg("next", &[3], 1, 1);
+        let (_, l) = conv.add_segment_with_logits(next.clone()).unwrap();
+        let mut whole = many[9993].clone();
+        for s in &many[9994..] {
+            whole = concat(&whole, s);
+        }
+        let mut fresh = Conversation::new(csm.clone());
+        let (_, lf) = fresh
+            .add_segment_with_logits(concat(&whole, &next))
+            .unwrap();
+        assert!(max_err(&l, &lf[whole.positions() * V..]) < 1e-5);
+
+        // old turns kept when the new ones fit beside them; nothing prefilled twice
+        let mut conv = Conversation::new(csm.clone());
+        conv.add_segment(seg("a", &[1], 2, 1)).unwrap();
+        let r = conv.add_segments(many[..2].to_vec(), 20).unwrap();
+        assert!(r.evicted.is_empty() && r.reprefilled_positions == 0);
+        assert_eq!((r.prefilled_positions, conv.positions()), (8, 12));
+        // dropping old turns re-prefills the kept old ones once
+        let r = conv.add_segments(many[2..4].to_vec(), 28).unwrap();
+        assert_eq!(r.evicted, ["a", "t0"]);
+        assert_eq!((r.reprefilled_positions, r.prefilled_positions), (4, 8));
+        assert_eq!(conv.positions(), 12);
+        // a bad turn changes nothing; a reserve beyond the model is an error
+        let mut bad = many[..3].to_vec();
+        bad[1].codes.pop();
+        assert!(conv.add_segments(bad, 0).is_err());
+        assert!(conv.add_segments(vec![], 41).is_err());
+        assert_eq!(conv.positions(), 12);
     }
 }

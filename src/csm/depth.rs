@@ -165,7 +165,9 @@ impl DepthDecoder {
             let t1 = Instant::now();
             matmul(k, pool, &head.mat(), last, &mut st.logits, &mut st.qs);
             let t2 = Instant::now();
-            let code = sampler.sample(&st.logits[..limit.clamp(1, st.logits.len())], params);
+            let logits = &st.logits[..limit.clamp(1, st.logits.len())];
+            super::generate::check_logits(logits, cb)?;
+            let code = sampler.sample(logits, params);
             profile.depth_ns += (t1 - t0).as_nanos() as u64;
             profile.depth_heads_ns += (t2 - t1).as_nanos() as u64;
             profile.sampling_ns += elapsed_ns(t2);

@@ -160,6 +160,19 @@ pub struct FrameEngine {
     profile: FrameProfile,
 }
 
+/// An error when a codebook's logits hold a NaN or an infinity: the weights (or what was fed
+/// in) are not finite, and sampling from them would be meaningless.
+pub(crate) fn check_logits(logits: &[f32], codebook: usize) -> Result<()> {
+    match logits.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::Invalid(format!(
+            "the model produced a non-finite logit ({} for code {i} of codebook {codebook}): \
+             its weights hold NaN or infinite values (a corrupt or badly converted checkpoint?)",
+            logits[i]
+        ))),
+    }
+}
+
 impl FrameEngine {
     /// State for `csm` with backbone prefill chunks of `prefill_chunk` tokens.
     pub fn new(csm: &Csm, prefill_chunk: usize) -> FrameEngine {
@@ -361,6 +374,7 @@ impl FrameEngine {
         );
         let t1 = Instant::now();
         let limit = limit.clamp(1, self.logits.len());
+        check_logits(&self.logits[..limit], 0)?;
         self.frame[0] = self.sampler.sample(&self.logits[..limit], backbone);
         self.profile.head0_ns += (t1 - t0).as_nanos() as u64;
         self.profile.sampling_ns += elapsed_ns(t1);

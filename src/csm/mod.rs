@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod context;
+pub mod context_file;
 pub mod depth;
 pub mod embed;
 pub mod generate;

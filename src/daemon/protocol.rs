@@ -3,7 +3,7 @@
 //! Requests: `{"op":"say","text":"...","speaker":0}` (optional `max_seconds`, `temperature`,
 //! `top_k`, `seed`), `{"op":"stop"}`, `{"op":"status"}`, `{"op":"reset"}`. Every request gets
 //! one reply, `{"ok":true,"op":...}` with its data, or `{"ok":false,"error":"..."}` for a line
-//! that is not JSON, not an object, has an unknown op, misses or mistypes a field, or is longer
+//! that is blank, not JSON, not an object, has an unknown op, misses or mistypes a field, or is longer
 //! than [`MAX_LINE`] bytes. A `say` is then followed by events on the same connection:
 //! `{"event":"started","id":N,...}` and `{"event":"done","id":N,"frames":..,"reason":..}`.
 //!
@@ -51,6 +51,12 @@ const OPS: &str = "say, stop, status, reset";
 
 /// Parses one request line; the error is the message for the client.
 pub fn parse(line: &[u8]) -> Result<Request, String> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Err(format!(
+            "empty request line: send one JSON object per line, e.g. {{\"op\":\"status\"}} \
+             (ops: {OPS})"
+        ));
+    }
     let v: Value = serde_json::from_slice(line).map_err(|e| format!("malformed JSON: {e}"))?;
     let Value::Object(mut obj) = v else {
         return Err("a request must be a JSON object".into());
@@ -257,6 +263,8 @@ mod tests {
             (br#"{"op":"say","text":"a","max_seconds":0}"#, "max_seconds"),
             (br#"{"op":"stop","now":true}"#, "takes no field `now`"),
             (b"\xff\xfe", "malformed JSON"),
+            (b"", "empty request line"),
+            (b" \t\r", "empty request line"),
         ] {
             let e = parse(line).unwrap_err();
             assert!(e.contains(want), "{e} (wanted {want})");

@@ -195,9 +195,7 @@ fn client(stream: UnixStream, dispatcher: &Dispatcher) {
             }
             Ok(Line::Eof) | Err(_) => break,
         };
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+        // a blank line gets its error reply too: a client waiting for one never blocks
         match protocol::parse(line) {
             Ok(req) => {
                 if let Err(e) = dispatcher.dispatch(req, &out) {

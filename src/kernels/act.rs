@@ -89,14 +89,17 @@ pub fn swiglu(gate_up: &[f32], hidden: usize, out: &mut [f32]) {
     }
 }
 
-/// Softmax of one row in place: `exp(x - max) / sum`. `-inf` entries become 0; the row must
-/// hold at least one finite value.
+/// Softmax of one row in place: `exp(x - max) / sum`. `-inf` entries become 0. A row with no
+/// finite maximum (all `-inf`, a NaN or a `+inf` in the wrong place) has no distribution and
+/// becomes all NaN, as PyTorch's softmax gives: NaN propagates to the model's output, where
+/// it is reported as an error (a corrupt model or input), instead of a panic here.
 pub fn softmax(x: &mut [f32]) {
+    // f32::max ignores NaN; a NaN anywhere makes the sum NaN below
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    assert!(
-        max.is_finite() || x.is_empty(),
-        "softmax: no finite value in the row"
-    );
+    if !max.is_finite() {
+        x.fill(f32::NAN);
+        return;
+    }
     let mut sum = 0f32;
     for v in x.iter_mut() {
         *v = (*v - max).exp();
@@ -233,5 +236,21 @@ mod tests {
             assert!((*g as f64 - w / s).abs() < 1e-6, "{g} vs {}", w / s);
         }
         assert_eq!(x[2], 0.0);
+    }
+
+    #[test]
+    fn softmax_of_rows_without_a_distribution_is_nan_not_a_panic() {
+        for row in [
+            vec![f32::NEG_INFINITY; 3],
+            vec![f32::NAN; 4],
+            vec![1.0, f32::NAN, 2.0],
+            vec![f32::INFINITY, 0.0],
+        ] {
+            let mut x = row.clone();
+            softmax(&mut x);
+            assert!(x.iter().all(|v| v.is_nan()), "{row:?} -> {x:?}");
+        }
+        let mut empty: [f32; 0] = [];
+        softmax(&mut empty);
     }
 }

@@ -3,8 +3,13 @@
 //! (Q8 blocks and F16, see [`policy`]), so loading it is a zero-copy memory map.
 //!
 //! The conversion is atomic: it is built in a sibling directory `OUT.partial-<pid>` that is
-//! renamed to `OUT` only when complete, and removed on any error. An existing `OUT` is refused
-//! unless `force` is set (then it is replaced after the new one is complete).
+//! renamed to `OUT` only when complete, and removed on any error or interruption (SIGINT,
+//! SIGTERM: see [`crate::audio::cleanup`]). An existing `OUT` is refused unless `force` is set,
+//! and even then it is replaced (after the new one is complete) only when it is an earlier
+//! output of `quantize` or an empty directory. `OUT` may not be, contain or lie inside the
+//! model directory: `--force` never deletes the source. A symlink at `OUT` is followed; a
+//! device, FIFO or socket is never replaced. Every float value of the source is checked to be
+//! finite.
 
 pub mod policy;
 pub mod report;
@@ -14,7 +19,10 @@ pub mod writer;
 pub use policy::{Mode, Target, plan};
 pub use report::{Summary, TensorReport};
 
-use crate::weights::{FORMAT_EDGECSM, FORMAT_KEY, INDEX_FILE, Weights};
+use crate::audio::cleanup;
+use crate::weights::{
+    FORMAT_EDGECSM, FORMAT_KEY, INDEX_FILE, SafetensorsFile, Weights, decode_f32, float_size,
+};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -66,21 +74,6 @@ pub fn quantize(opts: &Options, log: &mut dyn Write) -> Result<Summary> {
             )));
         }
     }
-    let out = &opts.out;
-    if std::fs::symlink_metadata(out).is_ok() {
-        if !opts.force {
-            return Err(Error::Invalid(format!(
-                "output {} already exists (use --force to replace it)",
-                out.display()
-            )));
-        }
-        if same_path(out, model) {
-            return Err(Error::Invalid(format!(
-                "output {} is the model directory itself",
-                out.display()
-            )));
-        }
-    }
     let weights = Weights::open(model)?;
     for shard in weights.shards() {
         if shard.metadata().get(FORMAT_KEY).map(String::as_str) == Some(FORMAT_EDGECSM) {
@@ -90,11 +83,13 @@ pub fn quantize(opts: &Options, log: &mut dyn Write) -> Result<Summary> {
             )));
         }
     }
+    let out = &check_output(opts, &weights)?;
 
     let partial = partial_path(out)?;
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     }
+    let interrupt = cleanup::register_dir(&partial);
     std::fs::create_dir(&partial).map_err(|e| Error::io(&partial, e))?;
     let mut guard = PartialDir {
         path: partial.clone(),
@@ -111,6 +106,7 @@ pub fn quantize(opts: &Options, log: &mut dyn Write) -> Result<Summary> {
             .file_name()
             .ok_or_else(|| Error::Invalid(format!("{}: no file name", shard.path().display())))?;
         shard_files.push(shard.path().to_path_buf());
+        check_finite(shard)?;
         let done = shard::convert_shard(
             shard,
             &partial.join(file_name),
@@ -143,18 +139,153 @@ pub fn quantize(opts: &Options, log: &mut dyn Write) -> Result<Summary> {
 
     summary.copied = copy_other_files(model, &partial, &shard_files)?;
 
-    if std::fs::symlink_metadata(out).is_ok() {
-        // only reached with --force (checked above)
-        let r = if out.is_dir() {
-            std::fs::remove_dir_all(out)
-        } else {
-            std::fs::remove_file(out)
-        };
-        r.map_err(|e| Error::io(out, e))?;
-    }
-    std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))?;
+    interrupt.finish(|| -> Result<()> {
+        if std::fs::symlink_metadata(out).is_ok() {
+            // only reached with --force, for an earlier output (checked above)
+            std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
+        }
+        std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))
+    })?;
     guard.armed = false;
     Ok(summary)
+}
+
+/// Applies the output policy to `opts.out` (a directory): `-` and special files are refused,
+/// symlinks followed; the output may neither be, contain, nor lie inside the model directory
+/// (nor contain any file the model's files link to); an existing output is replaced only with
+/// `force`, and only when it is an earlier `quantize` output or an empty directory. Returns
+/// the resolved output path.
+fn check_output(opts: &Options, weights: &Weights) -> Result<PathBuf> {
+    let given = &opts.out;
+    let refuse = |why: String| Error::Invalid(format!("output {}: {why}", given.display()));
+    if crate::audio::output::is_stdout(given) {
+        return Err(refuse(
+            "quantize writes a model directory, not a stream: give a directory name".into(),
+        ));
+    }
+    let exists = std::fs::symlink_metadata(given).is_ok();
+    let out = if exists {
+        let m = std::fs::metadata(given)
+            .map_err(|e| refuse(format!("a symbolic link that cannot be followed ({e})")))?;
+        let ft = m.file_type();
+        if !ft.is_dir() && !ft.is_file() {
+            return Err(refuse(
+                "exists and is not a directory (a device, FIFO or socket is never replaced)".into(),
+            ));
+        }
+        std::fs::canonicalize(given).map_err(|e| Error::io(given, e))?
+    } else {
+        let name = given
+            .file_name()
+            .ok_or_else(|| refuse("has no directory name".into()))?;
+        let parent = match given.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::canonicalize(parent)
+            .map_err(|e| Error::io(parent, e))?
+            .join(name)
+    };
+    let model = std::fs::canonicalize(&opts.model).map_err(|e| Error::io(&opts.model, e))?;
+    if out == model {
+        return Err(refuse("is the model directory itself".into()));
+    }
+    if model.starts_with(&out) {
+        return Err(refuse(format!(
+            "contains the model directory {} (replacing it would delete the source)",
+            opts.model.display()
+        )));
+    }
+    if out.starts_with(&model) {
+        return Err(refuse(format!(
+            "is inside the model directory {}",
+            opts.model.display()
+        )));
+    }
+    // the model's files may be links into another tree (a Hugging Face cache snapshot)
+    let mut sources: Vec<PathBuf> = weights.shards().iter().map(|s| s.path().into()).collect();
+    if let Ok(entries) = std::fs::read_dir(&opts.model) {
+        sources.extend(entries.flatten().map(|e| e.path()));
+    }
+    for src in sources {
+        if let Ok(real) = std::fs::canonicalize(&src)
+            && real.starts_with(&out)
+        {
+            return Err(refuse(format!(
+                "contains {}, which the model's {} points to (replacing it would delete the \
+                 source)",
+                real.display(),
+                src.display()
+            )));
+        }
+    }
+    if exists {
+        if !opts.force {
+            return Err(refuse("already exists (use --force to replace it)".into()));
+        }
+        if !replaceable(&out) {
+            return Err(refuse(
+                "exists and is not an earlier edgecsm quantize output or an empty directory: \
+                 not replaced, even with --force (remove it yourself if it should go)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `dir` may be replaced by `--force`: an empty directory, or one holding a model
+/// written by `quantize` (its safetensors say `format=edgecsm`).
+fn replaceable(dir: &Path) -> bool {
+    if !dir.is_dir() {
+        return false;
+    }
+    if std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_none()) {
+        return true;
+    }
+    crate::weights::locate(dir).is_ok_and(|files| {
+        files.shards.iter().all(|p| {
+            crate::weights::SafetensorsFile::open(p).is_ok_and(|f| {
+                f.metadata().get(FORMAT_KEY).map(String::as_str) == Some(FORMAT_EDGECSM)
+            })
+        })
+    })
+}
+
+/// Every float value of `shard` is finite (quantizing NaN or Inf would carry it silently into
+/// the output): an error names the first tensor and element that is not.
+fn check_finite(shard: &SafetensorsFile) -> Result<()> {
+    const CHUNK: usize = 64 * 1024;
+    let mut buf = vec![0f32; CHUNK];
+    for name in shard.names() {
+        let Some(t) = shard.get(name) else { continue };
+        let Some(size) = float_size(t.dtype) else {
+            continue;
+        };
+        let bytes = shard.data(t);
+        for (c, chunk) in bytes.chunks(CHUNK * size).enumerate() {
+            let vals = &mut buf[..chunk.len() / size];
+            if !decode_f32(t.dtype, chunk, vals) {
+                return Err(Error::bad_tensor(
+                    name,
+                    "stored data does not match its dtype",
+                ));
+            }
+            if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
+                return Err(Error::bad_tensor(
+                    name,
+                    format!(
+                        "holds {} at element {} in {}: weights must be finite (a corrupt \
+                         checkpoint?)",
+                        vals[i],
+                        c * CHUNK + i,
+                        shard.path().display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `OUT.partial-<pid>` next to `OUT`.
@@ -165,13 +296,6 @@ fn partial_path(out: &Path) -> Result<PathBuf> {
     let mut name = name.to_os_string();
     name.push(format!(".partial-{}", std::process::id()));
     Ok(out.with_file_name(name))
-}
-
-fn same_path(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }
 
 /// Copies every regular file of `model` (following symlinks, as in a Hugging Face cache

@@ -54,14 +54,21 @@ pub fn locate(path: &Path) -> Result<ModelFiles> {
             if !is_plain_file_name(name) {
                 return Err(bad_index(
                     &index_path,
-                    format!("shard name `{name}` is not a plain file name"),
+                    format!(
+                        "shard name `{}` is not a plain file name",
+                        name.escape_debug()
+                    ),
                 ));
             }
             let shard = path.join(name);
             if !shard.is_file() {
                 return Err(bad_index(
                     &index_path,
-                    format!("shard `{name}` does not exist in {}", path.display()),
+                    format!(
+                        "shard `{}` does not exist in {}",
+                        name.escape_debug(),
+                        path.display()
+                    ),
                 ));
             }
             shards.push(shard);

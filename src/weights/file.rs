@@ -6,7 +6,8 @@
 
 use crate::{Error, Result};
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::fs::File;
 use std::ops::Range;
@@ -38,7 +39,8 @@ pub struct SafetensorsFile {
 impl SafetensorsFile {
     /// Maps `path` and validates its header: JSON, dtypes, shapes against byte sizes, contiguous
     /// offsets and a data section that ends exactly at the end of the file. Never panics on a
-    /// bad file: every problem is an [`Error::BadFile`] naming it.
+    /// bad file: every problem is an [`Error::BadFile`] naming the file and, where one is at
+    /// fault, the tensor.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
@@ -52,39 +54,27 @@ impl SafetensorsFile {
         // SAFETY: the mapping is read-only and private to this process; like every mmap-based
         // loader we assume the file is not truncated or rewritten while the model is loaded.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        let (header_len, meta) =
-            SafeTensors::read_metadata(&map).map_err(|e| bad(&path, e.to_string()))?;
-        let base = LEN_BYTES + header_len;
-        let mut tensors = HashMap::new();
-        let mut order: Vec<(usize, String)> = Vec::new();
-        for (name, info) in meta.tensors() {
-            let (s, e) = info.data_offsets;
-            // read_metadata checked s <= e and that the data ends at the end of the buffer
-            let range = base + s..base + e;
-            if range.end > map.len() {
-                return Err(bad(
-                    &path,
-                    format!("tensor `{name}` lies past the end of the file"),
-                ));
-            }
-            order.push((s, name.clone()));
+        let header = parse_header(&map).map_err(|m| bad(&path, m))?;
+        let base = LEN_BYTES + header.len;
+        let mut tensors = HashMap::with_capacity(header.tensors.len());
+        let mut order = Vec::with_capacity(header.tensors.len());
+        for (name, t) in header.tensors {
+            order.push(name.clone());
             tensors.insert(
                 name,
                 StoredTensor {
-                    dtype: info.dtype,
-                    shape: info.shape.clone(),
-                    range,
+                    dtype: t.dtype,
+                    shape: t.shape,
+                    range: base + t.start..base + t.end,
                 },
             );
         }
-        order.sort();
-        let metadata = meta.metadata().clone().unwrap_or_default();
         Ok(SafetensorsFile {
             path,
             map: Arc::new(map),
             tensors,
-            order: order.into_iter().map(|(_, n)| n).collect(),
-            metadata,
+            order,
+            metadata: header.metadata,
         })
     }
 
@@ -135,4 +125,179 @@ fn bad(path: &Path, msg: String) -> Error {
         path: path.to_path_buf(),
         msg,
     }
+}
+
+/// Longest header accepted (as the safetensors crate: 100 MB).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// A tensor entry of the header, checked on its own.
+#[derive(Debug)]
+struct Entry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Offsets inside the data section.
+    start: usize,
+    end: usize,
+}
+
+/// A validated header: tensors in data order.
+#[derive(Debug)]
+struct Header {
+    len: usize,
+    tensors: Vec<(String, Entry)>,
+    metadata: HashMap<String, String>,
+}
+
+/// Parses and validates the header of a whole safetensors file `b` (the error is a message
+/// without the file name).
+fn parse_header(b: &[u8]) -> std::result::Result<Header, String> {
+    let file_len = b.len() as u64;
+    let n = u64::from_le_bytes(b[..LEN_BYTES].try_into().map_err(|_| "too short")?);
+    if n > file_len - LEN_BYTES as u64 || n > MAX_HEADER {
+        return Err(format!(
+            "the header length field says {n} bytes but the file is {file_len} bytes long \
+             (truncated, or not a safetensors file)"
+        ));
+    }
+    let len = n as usize;
+    let text = std::str::from_utf8(&b[LEN_BYTES..LEN_BYTES + len])
+        .map_err(|e| format!("the header is not UTF-8 text ({e})"))?;
+    let json: Value =
+        serde_json::from_str(text).map_err(|e| format!("the header is not valid JSON ({e})"))?;
+    let Value::Object(obj) = json else {
+        return Err("the header is not a JSON object".into());
+    };
+    let mut metadata = HashMap::new();
+    let mut tensors = Vec::with_capacity(obj.len());
+    for (name, v) in obj {
+        if name == "__metadata__" {
+            let m = v
+                .as_object()
+                .ok_or("`__metadata__` must be a JSON object")?;
+            for (k, v) in m {
+                let v = v.as_str().ok_or_else(|| {
+                    format!(
+                        "`__metadata__` entry `{}` must be a string",
+                        k.escape_debug()
+                    )
+                })?;
+                metadata.insert(k.clone(), v.to_string());
+            }
+            continue;
+        }
+        let e = entry(&v).map_err(|m| format!("tensor `{}`: {m}", name.escape_debug()))?;
+        tensors.push((name, e));
+    }
+    tensors.sort_by_key(|(_, e)| (e.start, e.end));
+    let data_len = b.len() - LEN_BYTES - len;
+    let mut at = 0usize;
+    let mut prev: Option<&str> = None;
+    for (name, e) in &tensors {
+        if e.start != at {
+            let after = prev.map_or("the start of the data section".into(), |p| {
+                format!("`{}`", p.escape_debug())
+            });
+            return Err(format!(
+                "tensor `{}`: data_offsets [{}, {}] {} {after}",
+                name.escape_debug(),
+                e.start,
+                e.end,
+                if e.start < at {
+                    "overlap"
+                } else {
+                    "leave a gap after"
+                }
+            ));
+        }
+        at = e.end;
+        prev = Some(name);
+    }
+    if at > data_len {
+        let past: Vec<String> = tensors
+            .iter()
+            .filter(|(_, e)| e.end > data_len)
+            .map(|(n, _)| format!("`{}`", n.escape_debug()))
+            .collect();
+        let shown = past.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+        let more = if past.len() > 3 {
+            format!(" and {} more", past.len() - 3)
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "truncated: {} {shown}{more} {} past the end of the file (the header describes \
+             {at} bytes of data, the file holds {data_len})",
+            if past.len() == 1 { "tensor" } else { "tensors" },
+            if past.len() == 1 { "lies" } else { "lie" }
+        ));
+    }
+    if at < data_len {
+        return Err(format!(
+            "{} bytes after the end of the last tensor's data{}",
+            data_len - at,
+            prev.map_or(String::new(), |p| format!(" (`{}`)", p.escape_debug()))
+        ));
+    }
+    Ok(Header {
+        len,
+        tensors,
+        metadata,
+    })
+}
+
+/// One tensor entry: dtype, shape and offsets, with its byte size matching its offsets.
+fn entry(v: &Value) -> std::result::Result<Entry, String> {
+    let obj = v
+        .as_object()
+        .ok_or("the entry must be an object with dtype, shape and data_offsets")?;
+    let dv = obj.get("dtype").ok_or("no `dtype`")?;
+    let dtype: Dtype =
+        serde_json::from_value(dv.clone()).map_err(|_| format!("unknown dtype {dv}"))?;
+    let uints = |key: &str| -> std::result::Result<Vec<usize>, String> {
+        let a = obj
+            .get(key)
+            .and_then(Value::as_array)
+            .ok_or_else(|| format!("`{key}` must be an array of non-negative integers"))?;
+        a.iter()
+            .map(|x| {
+                x.as_u64()
+                    .and_then(|u| usize::try_from(u).ok())
+                    .ok_or_else(|| format!("`{key}` holds {x}, not a non-negative integer"))
+            })
+            .collect()
+    };
+    let shape = uints("shape")?;
+    let off = uints("data_offsets")?;
+    let [start, end] = off[..] else {
+        return Err(format!("`data_offsets` must be [start, end], got {off:?}"));
+    };
+    if end < start {
+        return Err(format!(
+            "data_offsets [{start}, {end}] end before they start"
+        ));
+    }
+    let bits = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .and_then(|n| n.checked_mul(dtype.bitsize()))
+        .ok_or_else(|| format!("shape {shape:?} of {dtype:?} overflows"))?;
+    if bits % 8 != 0 {
+        return Err(format!(
+            "shape {shape:?} of {dtype:?} is not a whole number of bytes"
+        ));
+    }
+    if end - start != bits / 8 {
+        return Err(format!(
+            "shape {shape:?} of {dtype:?} needs {} bytes but data_offsets [{start}, {end}] \
+             hold {} (a corrupt shape or dtype?)",
+            bits / 8,
+            end - start
+        ));
+    }
+    Ok(Entry {
+        dtype,
+        shape,
+        start,
+        end,
+    })
 }

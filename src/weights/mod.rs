@@ -193,7 +193,8 @@ impl Weights {
                     return Err(Error::BadFile {
                         path: shard.path().to_path_buf(),
                         msg: format!(
-                            "tensor `{name}` is also stored in {}",
+                            "tensor `{}` is also stored in {}",
+                            name.escape_debug(),
                             shards[prev].path().display()
                         ),
                     });
@@ -214,7 +215,11 @@ impl Weights {
                 if found.and_then(|p| p.file_name()) != Some(shard_name.as_ref()) {
                     return Err(dir::bad_index(
                         &ix.path,
-                        format!("tensor `{name}` is not in its shard `{shard_name}`"),
+                        format!(
+                            "tensor `{}` is not in its shard `{}`",
+                            name.escape_debug(),
+                            shard_name.escape_debug()
+                        ),
                     ));
                 }
             }
@@ -476,7 +481,9 @@ impl Weights {
                 let w = match Store::mapped(file.map(), t.range.clone()) {
                     Some(s) => s,
                     None => {
-                        Store::Owned(convert::to_f16_vec(bytes).ok_or_else(|| truncated(&full))?)
+                        let v = convert::to_f16_vec(bytes).ok_or_else(|| truncated(&full))?;
+                        check_finite_f16(&full, &v)?;
+                        Store::Owned(v)
                     }
                 };
                 WeightMatrix::f16(full, rows, cols, w)
@@ -500,6 +507,11 @@ impl Weights {
                     Some(s) if t.dtype == Dtype::F32 => s,
                     _ => Store::Owned(decode(&full, t.dtype, file.data(t))?),
                 };
+                // a converted tensor was checked by `decode`; a mapped one is scanned when it
+                // is a vector (norms, biases, scales: cheap), not when it is a large table
+                if data.is_mapped() && shape.len() <= 1 {
+                    check_finite(&full, data.as_slice())?;
+                }
                 Ok(F32Tensor::new(full, shape.to_vec(), data))
             }
             Dtype::I8 => {
@@ -511,6 +523,7 @@ impl Weights {
                         m.mat().row_into(r, o);
                     }
                 }
+                check_finite(&full, &out)?;
                 Ok(F32Tensor::new(full, shape.to_vec(), Store::Owned(out)))
             }
             d => Err(unsupported(&full, d)),
@@ -662,6 +675,34 @@ fn truncated(name: &str) -> Error {
     Error::bad_tensor(name, "stored data does not match its dtype and shape")
 }
 
+/// Decodes a tensor into f32 values, checking that every value is finite (the conversion
+/// reads every value anyway).
 fn decode(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
-    to_f32_vec(dtype, bytes).ok_or_else(|| truncated(name))
+    let v = to_f32_vec(dtype, bytes).ok_or_else(|| truncated(name))?;
+    check_finite(name, &v)?;
+    Ok(v)
+}
+
+/// An error naming tensor `name` and the position of its first NaN or infinity.
+pub fn check_finite(name: &str, v: &[f32]) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(non_finite(name, i, v[i])),
+    }
+}
+
+fn check_finite_f16(name: &str, v: &[half::f16]) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(non_finite(name, i, v[i].to_f32())),
+    }
+}
+
+fn non_finite(name: &str, i: usize, v: f32) -> Error {
+    Error::bad_tensor(
+        name,
+        format!(
+            "holds {v} at element {i}: weights must be finite (a corrupt or badly converted checkpoint?)"
+        ),
+    )
 }
