@@ -24,6 +24,7 @@
 //!     cargo bench --bench csm -- --dtype q8 --threads 1,2 --frames 16 --say-frames 60
 //!     cargo bench --bench csm -- --quick            # csm-mid, q8, a few frames (smoke run)
 //!     cargo bench --bench csm -- --no-busy          # skip the busy-process rows
+//!     cargo bench --bench csm -- --only-say         # only the say/generate thread table
 //! ```
 
 #[path = "common/mod.rs"]
@@ -373,13 +374,16 @@ fn say_scaling(dir: &Path, s: &Settings) {
         for t in 1..=nproc {
             let (csm, _) = load(dir, t);
             run(&csm, 2, true, 5);
+            let before = csm.pool().stats();
             let say = mean(&run(&csm, s.say_frames, true, 1).per_frame_s);
             let generate = mean(&run(&csm, s.say_frames, false, 1).per_frame_s);
+            let after = csm.pool().stats();
+            let (par, ser) = (after.0 - before.0, after.1 - before.1);
             if t == 1 {
                 one = say;
             }
             println!(
-                "| {} | {t} | {:.1} | {:.2}x | {:.1} | {:.2} |",
+                "| {} | {t} | {:.1} | {:.2}x | {:.1} | {:.2} | {:.0} % |",
                 if busy {
                     "a busy process"
                 } else {
@@ -388,7 +392,8 @@ fn say_scaling(dir: &Path, s: &Settings) {
                 say * 1e3,
                 say / one,
                 generate * 1e3,
-                say / generate
+                say / generate,
+                100.0 * ser as f64 / (par + ser).max(1) as f64
             );
         }
     }
@@ -425,9 +430,11 @@ fn main() {
     for (t, g) in &floors {
         println!("read floor, {t} thread(s): {g:.1} GB/s");
     }
-    for (dtype, dir) in &dirs {
-        for (t, g) in &floors {
-            section(dir, *dtype, *t, &s, *g);
+    if !common::flag("--only-say") {
+        for (dtype, dir) in &dirs {
+            for (t, g) in &floors {
+                section(dir, *dtype, *t, &s, *g);
+            }
         }
     }
     if let Some((_, dir)) = dirs.iter().find(|(d, _)| *d == SynthDtype::Q8) {

@@ -21,6 +21,12 @@
 //! search): if it is already running a job (a nested call, or a second thread using it), the
 //! new job runs on its caller alone, so `run` never deadlocks and never oversubscribes.
 //!
+//! Beside a busy process a worker can still be preempted in the middle of a part it claimed,
+//! and the caller then waits for it; the pool measures those waits and, when they eat more than
+//! a quarter of its time, runs the next jobs on the caller alone for a while (and the workers
+//! park, leaving their core to the other process), then tries again: `--threads 2` is then no
+//! slower than `--threads 1`.
+//!
 //! A panic in a part is caught, the job is finished by the others, and the caller gets the
 //! panic back; the pool stays usable (there is no lock to poison).
 
@@ -33,6 +39,14 @@ use std::time::Instant;
 
 /// How long a waiting thread spins before it yields and then sleeps.
 pub const SPIN_NS: u64 = 20_000;
+/// Jobs per measurement window of the caller's waits (see [`Pool::run`]).
+const WINDOW: u64 = 256;
+/// A window in which the caller waited for workers' unfinished parts longer than this share
+/// of its jobs' time (percent) means the workers are not getting a core.
+const WAIT_PERCENT: u64 = 25;
+/// Jobs run on the caller alone after such a window, doubling while it persists.
+const SERIAL_BASE: u64 = 2048;
+const SERIAL_MAX: u64 = 32 * 1024;
 /// How long it then yields the CPU (`sched_yield`) before it parks.
 const YIELD_NS: u64 = 100_000;
 
@@ -56,6 +70,16 @@ struct Shared {
     panicked: AtomicBool,
     /// Workers that have started (their thread set-up, which allocates, is done).
     started: AtomicUsize,
+    /// Adaptivity (only touched by the thread that holds `busy`): the current window's jobs,
+    /// their time and the caller's waits for workers (ns); jobs still to run on the caller
+    /// alone, the next serial stretch; and totals for [`Pool::stats`].
+    window_jobs: AtomicU64,
+    window_ns: AtomicU64,
+    window_wait_ns: AtomicU64,
+    serial_left: AtomicU64,
+    serial_next: AtomicU64,
+    jobs_parallel: AtomicU64,
+    jobs_serial: AtomicU64,
     /// The current job, valid while a part of it is unfinished.
     job: UnsafeCell<*const Job>,
     /// The thread that posted the current job (woken by the worker that finishes the last part).
@@ -104,6 +128,13 @@ impl Pool {
             shutdown: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
             started: AtomicUsize::new(0),
+            window_jobs: AtomicU64::new(0),
+            window_ns: AtomicU64::new(0),
+            window_wait_ns: AtomicU64::new(0),
+            serial_left: AtomicU64::new(0),
+            serial_next: AtomicU64::new(SERIAL_BASE),
+            jobs_parallel: AtomicU64::new(0),
+            jobs_serial: AtomicU64::new(0),
             job: UnsafeCell::new(std::ptr::null::<fn(usize)>() as *const Job),
             caller: UnsafeCell::new(None),
         });
@@ -135,7 +166,9 @@ impl Pool {
     }
 
     /// Runs `f(part)` for every part in `0..parts` and returns when all are done (see the
-    /// module docs). Parts run in any order, on any thread, each exactly once.
+    /// module docs). Parts run in any order, on any thread, each exactly once. On a machine
+    /// where the workers do not get a core, jobs run on the caller alone for a while (see
+    /// [`Pool::account`]).
     pub fn run(&self, parts: usize, f: &(dyn Fn(usize) + Sync)) {
         if parts == 0 {
             return;
@@ -155,6 +188,19 @@ impl Pool {
             (parts as u64) < PART_MASK,
             "pool: {parts} parts is too many for one job"
         );
+        let left = s.serial_left.load(Ordering::Relaxed);
+        if left > 0 {
+            // the workers were not getting a core lately: do not wait for them
+            s.serial_left.store(left - 1, Ordering::Relaxed);
+            s.jobs_serial.fetch_add(1, Ordering::Relaxed);
+            let r = catch_unwind(AssertUnwindSafe(|| (0..parts).for_each(f)));
+            s.busy.store(false, Ordering::Release);
+            if let Err(p) = r {
+                std::panic::resume_unwind(p);
+            }
+            return;
+        }
+        let t0 = Instant::now();
         // SAFETY: we set `busy` and the previous job is finished (done == parts), so no worker
         // reads these cells now. The 'static lifetime is a lie the wait below makes true: `run`
         // does not return until every part, the only users of `f`, has finished.
@@ -176,7 +222,9 @@ impl Pool {
             }
             s.done.fetch_add(1, Ordering::Release);
         }
+        let t1 = Instant::now();
         wait(|| s.done.load(Ordering::Acquire) == parts);
+        self.account(t1 - t0, t1.elapsed());
         s.busy.store(false, Ordering::Release);
         if let Err(p) = mine {
             std::panic::resume_unwind(p);
@@ -184,6 +232,43 @@ impl Pool {
         if s.panicked.swap(false, Ordering::Relaxed) {
             panic!("a compute thread panicked while running a job");
         }
+    }
+
+    /// Adapts to a busy machine: after each window of jobs, if the caller spent more than
+    /// [`WAIT_PERCENT`] of the time waiting for parts that workers had claimed but not finished
+    /// (a worker the scheduler put aside mid-part), the next jobs run on the caller alone for a
+    /// stretch (doubling while it persists, reset after a good window), so a second thread
+    /// never makes things slower than one; then it tries the workers again.
+    fn account(&self, own: std::time::Duration, waited: std::time::Duration) {
+        let s = &*self.shared;
+        s.jobs_parallel.fetch_add(1, Ordering::Relaxed);
+        let (own, waited) = (own.as_nanos() as u64, waited.as_nanos() as u64);
+        let ns = s.window_ns.fetch_add(own + waited, Ordering::Relaxed) + own + waited;
+        let wait = s.window_wait_ns.fetch_add(waited, Ordering::Relaxed) + waited;
+        if s.window_jobs.fetch_add(1, Ordering::Relaxed) + 1 < WINDOW {
+            return;
+        }
+        let next = s.serial_next.load(Ordering::Relaxed);
+        if wait * 100 > ns * WAIT_PERCENT {
+            s.serial_left.store(next, Ordering::Relaxed);
+            s.serial_next
+                .store((2 * next).min(SERIAL_MAX), Ordering::Relaxed);
+        } else {
+            s.serial_next.store(SERIAL_BASE, Ordering::Relaxed);
+        }
+        s.window_jobs.store(0, Ordering::Relaxed);
+        s.window_ns.store(0, Ordering::Relaxed);
+        s.window_wait_ns.store(0, Ordering::Relaxed);
+    }
+
+    /// Jobs run so far in parallel and on the caller alone because the workers were not getting
+    /// a core (see [`Pool::run`]).
+    pub fn stats(&self) -> (u64, u64) {
+        let s = &*self.shared;
+        (
+            s.jobs_parallel.load(Ordering::Relaxed),
+            s.jobs_serial.load(Ordering::Relaxed),
+        )
     }
 
     /// How many parts to cut a job of `units` equal units into, for a pool of this size: about
