@@ -346,8 +346,9 @@ const GEMM_SHAPES: [(&str, usize, usize, usize); 9] = [
     ("mimi convT 512->256 k16", 256 * 16, 512, 25),
 ];
 
-/// Register-only peaks of this core in the same run: the f32 FMA and the int8 dot product of
-/// the kernel set, in G multiply-adds per second (12 independent accumulators, no loads).
+/// Register-only peaks of this core in the same run: the f32 FMA (256-bit, or 512-bit for the
+/// AVX-512 set) and the int8 dot product of the kernel set, in G multiply-adds per second (12
+/// independent accumulators, no loads).
 fn peaks(k: &Kernels) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -355,7 +356,16 @@ fn peaks(k: &Kernels) -> (f64, f64) {
         let vnni = k.set() == KernelSet::Avx512Vnni;
         if k.set() == KernelSet::Avx2 || vnni {
             // SAFETY: the kernel set was selected for this CPU, so it has these features.
-            return unsafe { (x86_peak::fma(), x86_peak::int8(vnni)) };
+            return unsafe {
+                (
+                    if vnni {
+                        x86_peak::fma512()
+                    } else {
+                        x86_peak::fma()
+                    },
+                    x86_peak::int8(vnni),
+                )
+            };
         }
     }
     let _ = k;
@@ -385,6 +395,23 @@ mod x86_peak {
         let s = t.elapsed().as_secs_f64();
         black_box(acc);
         (ITERS / 12 * 12 * 8) as f64 / s / 1e9
+    }
+
+    /// # Safety
+    /// AVX-512F available.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fma512() -> f64 {
+        let mut acc = [_mm512_set1_ps(0.5); 12];
+        let (a, b) = (_mm512_set1_ps(0.999), _mm512_set1_ps(1e-3));
+        let t = Instant::now();
+        for _ in 0..ITERS / 12 {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, a, b);
+            }
+        }
+        let s = t.elapsed().as_secs_f64();
+        black_box(acc);
+        (ITERS / 12 * 12 * 16) as f64 / s / 1e9
     }
 
     /// # Safety

@@ -12,7 +12,7 @@
 //!     cargo bench --bench mimi -- --quick      # 0.24 s clip, 1 thread, one run
 //!     cargo bench --bench mimi -- --dtype q8 --threads 1   # one format, one thread count
 //!                                              # (or EDGECSM_BENCH_QUICK=1)
-//!     cargo bench --bench mimi -- --profile 100   # f32 only, 1 thread, streaming only,
+//!     cargo bench --bench mimi -- --profile 100   # f32 (or --dtype), 1 thread, streaming only,
 //!                                              # 100 frames each way, median of 3 thread
 //!                                              # CPU times (for perf record; no batch rows)
 
@@ -39,31 +39,40 @@ struct Settings {
 }
 
 fn settings() -> Settings {
-    if let Some(frames) = common::arg("--profile") {
+    let profile = common::arg("--profile");
+    let dtypes: Vec<String> = common::list(
+        "--dtype",
+        &if profile.is_some() {
+            vec!["f32".into()]
+        } else {
+            vec!["f32".into(), "f16".into(), "q8".into()]
+        },
+    );
+    let dtypes: Vec<SynthDtype> = dtypes
+        .iter()
+        .map(|d| match d.as_str() {
+            "f32" => SynthDtype::F32,
+            "f16" => SynthDtype::F16,
+            "q8" => SynthDtype::Q8,
+            other => panic!("--dtype: unknown format {other}"),
+        })
+        .collect();
+    if let Some(frames) = profile {
         return Settings {
             frames: frames.parse().expect("--profile takes a frame count"),
             reps: 3,
             threads: vec![1],
-            dtypes: vec![SynthDtype::F32],
+            dtypes,
             profile: true,
         };
     }
     let quick = common::quick();
-    let dtypes: Vec<String> = common::list("--dtype", &["f32".into(), "f16".into(), "q8".into()]);
     Settings {
         // 10 s, or short enough to finish well under a minute even with slow weights
         frames: if quick { 3 } else { 125 },
         reps: if quick { 1 } else { 3 },
         threads: common::list("--threads", if quick { &[1] } else { &[1, 2] }),
-        dtypes: dtypes
-            .iter()
-            .map(|d| match d.as_str() {
-                "f32" => SynthDtype::F32,
-                "f16" => SynthDtype::F16,
-                "q8" => SynthDtype::Q8,
-                other => panic!("--dtype: unknown format {other}"),
-            })
-            .collect(),
+        dtypes,
         profile: false,
     }
 }

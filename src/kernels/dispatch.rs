@@ -15,7 +15,7 @@ pub enum KernelSet {
     Scalar,
     /// x86_64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86_64 AVX2 + AVX-512 (F, VL) + VNNI: `vpdpbusd` and 32 vector registers.
+    /// x86_64 AVX2 + AVX-512 (F, VL, DQ) + VNNI: `vpdpbusd`, 512-bit FMAs and 32 registers.
     Avx512Vnni,
     /// aarch64 NEON (ARMv8.0: Raspberry Pi 4).
     Neon,
@@ -70,6 +70,7 @@ impl KernelSet {
                 KernelSet::Avx2.supported()
                     && is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512dq")
                     && is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(target_arch = "aarch64")]

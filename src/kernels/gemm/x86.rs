@@ -71,19 +71,19 @@ pub const Q8P_AVX2: GemmKernel = GemmKernel {
 };
 
 pub const F32P_VNNI: GemmKernel = GemmKernel {
-    name: "avx512 f32p 16x12",
+    name: "avx512 f32p 32x12 (zmm)",
     set: KernelSet::Avx512Vnni,
     format: PackedFormat::F32P,
-    mr: 2 * PANEL,
+    mr: 4 * PANEL,
     nr: 12,
     tiles: tiles!(float_avx512<f32>, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12),
 };
 
 pub const F16P_VNNI: GemmKernel = GemmKernel {
-    name: "avx512 f16p 16x12",
+    name: "avx512 f16p 32x12 (zmm)",
     set: KernelSet::Avx512Vnni,
     format: PackedFormat::F16P,
-    mr: 2 * PANEL,
+    mr: 4 * PANEL,
     nr: 12,
     tiles: tiles!(float_avx512<f16>, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12),
 };
@@ -102,9 +102,25 @@ trait Load8: Copy {
     /// # Safety
     /// AVX2/F16C available; `p` valid for reading eight values.
     unsafe fn load8(p: *const Self) -> __m256;
+    /// Eight values from `p` (lanes 0-7) and eight from `q` (lanes 8-15), widened.
+    ///
+    /// # Safety
+    /// AVX-512F available; `p` and `q` valid for reading eight values each.
+    unsafe fn load16(p: *const Self, q: *const Self) -> __m512;
 }
 
 impl Load8 for f32 {
+    #[inline(always)]
+    unsafe fn load16(p: *const f32, q: *const f32) -> __m512 {
+        // SAFETY: the caller guarantees eight readable values at p and at q, and AVX-512F.
+        unsafe {
+            _mm512_insertf32x8::<1>(
+                _mm512_castps256_ps512(_mm256_loadu_ps(p)),
+                _mm256_loadu_ps(q),
+            )
+        }
+    }
+
     #[inline(always)]
     unsafe fn load8(p: *const f32) -> __m256 {
         // SAFETY: the caller guarantees eight readable values and AVX.
@@ -113,6 +129,17 @@ impl Load8 for f32 {
 }
 
 impl Load8 for f16 {
+    #[inline(always)]
+    unsafe fn load16(p: *const f16, q: *const f16) -> __m512 {
+        // SAFETY: the caller guarantees eight readable values (16 bytes) at p and at q, and
+        // AVX-512F (vcvtph2ps zmm).
+        unsafe {
+            let lo = _mm_loadu_si128(p.cast());
+            let hi = _mm_loadu_si128(q.cast());
+            _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi))
+        }
+    }
+
     #[inline(always)]
     unsafe fn load8(p: *const f16) -> __m256 {
         // SAFETY: the caller guarantees eight readable values (16 bytes) and F16C.
@@ -161,36 +188,48 @@ unsafe fn float_body<W: Load8, const P: usize, const N: usize, const U: usize>(t
         let w = t.w.cast::<W>();
         let x = t.x.cast::<f32>();
         let mut acc = [[[_mm256_setzero_ps(); U]; N]; P];
+        // one column into chain `u` (a constant in both loops below, so the accumulators stay
+        // in registers; a macro, not a closure taking `&mut acc`, which would put them in
+        // memory)
+        macro_rules! step {
+            ($k:expr, $u:expr) => {{
+                let (k, u) = ($k, $u);
+                let mut wv = [_mm256_setzero_ps(); P];
+                for (p, v) in wv.iter_mut().enumerate() {
+                    *v = W::load8(w.add(p * t.panel_len + k * PANEL));
+                }
+                for j in 0..N {
+                    let xb = _mm256_set1_ps(*x.add(j * t.ldx + k));
+                    for p in 0..P {
+                        acc[p][j][u] = _mm256_fmadd_ps(wv[p], xb, acc[p][j][u]);
+                    }
+                }
+            }};
+        }
         let whole = t.cols / U * U;
-        let mut k = 0;
-        while k < t.cols {
-            let chains = if k < whole { U } else { 1 };
+        for k in (0..whole).step_by(U) {
             // one cache line per panel every 64 bytes of weights
             if (k * PANEL * std::mem::size_of::<W>()).is_multiple_of(64) {
                 for p in 0..P {
                     prefetch(w.add(p * t.panel_len + k * PANEL).cast());
                 }
             }
-            for u in 0..chains {
-                let mut wv = [_mm256_setzero_ps(); P];
-                for (p, v) in wv.iter_mut().enumerate() {
-                    *v = W::load8(w.add(p * t.panel_len + (k + u) * PANEL));
-                }
-                for j in 0..N {
-                    let xb = _mm256_set1_ps(*x.add(j * t.ldx + k + u));
-                    for p in 0..P {
-                        acc[p][j][u] = _mm256_fmadd_ps(wv[p], xb, acc[p][j][u]);
-                    }
+            for u in 0..U {
+                step!(k + u, u);
+            }
+        }
+        for k in whole..t.cols {
+            step!(k, 0);
+        }
+        // (indexing, not iterators over `&acc`: a borrowed accumulator array lives in memory)
+        for p in 0..P {
+            let mut sums = [_mm256_setzero_ps(); N];
+            for j in 0..N {
+                sums[j] = acc[p][j][0];
+                for u in 1..U {
+                    sums[j] = _mm256_add_ps(sums[j], acc[p][j][u]);
                 }
             }
-            k += chains;
-        }
-        for (p, a) in acc.iter().enumerate() {
-            let sums: [__m256; N] = std::array::from_fn(|j| {
-                a[j].iter()
-                    .skip(1)
-                    .fold(a[j][0], |s, v| _mm256_add_ps(s, *v))
-            });
             store::<N>(t, p, &sums);
         }
     }
@@ -217,10 +256,97 @@ unsafe fn float_avx2<W: Load8, const N: usize>(t: &Tile) {
     unsafe { float_dispatch!(t, W, N) }
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+/// The zmm float tile: `2 * PAIRS` panels (up to 32 rows) x `N` tokens. A zmm register holds
+/// two panels' 8 rows at one column (two 32-byte loads), so each FMA does 16 rows; a pair whose
+/// upper panel lies past the matrix reads its lower panel twice and stores only the valid
+/// rows. `U` independent chains over the columns as in [`float_body`].
+///
+/// # Safety
+/// As [`super::TileFn`]; AVX-512F/VL available.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // register tiles: acc[p][j][u] over several index ranges
+unsafe fn float_zmm_body<W: Load8, const PAIRS: usize, const N: usize, const U: usize>(t: &Tile) {
+    // SAFETY: inlined into #[target_feature(avx512f,..)] callers; every weight read is inside
+    // one of the tile's panels (a missing upper panel is replaced by the last one), every
+    // activation read inside token j's row, and stores cover only valid rows.
+    unsafe {
+        let w = t.w.cast::<W>();
+        let x = t.x.cast::<f32>();
+        let panels = t.rows.div_ceil(PANEL);
+        let mut base = [[w; 2]; PAIRS];
+        for q in 0..PAIRS {
+            for h in 0..2 {
+                base[q][h] = w.add((2 * q + h).min(panels - 1) * t.panel_len);
+            }
+        }
+        let mut acc = [[[_mm512_setzero_ps(); U]; N]; PAIRS];
+        // one column into chain `u` (see float_body: a macro keeps acc in registers)
+        macro_rules! step {
+            ($k:expr, $u:expr) => {{
+                let (k, u) = ($k, $u);
+                let col = k * PANEL;
+                let mut wv = [_mm512_setzero_ps(); PAIRS];
+                for q in 0..PAIRS {
+                    wv[q] = W::load16(base[q][0].add(col), base[q][1].add(col));
+                }
+                for j in 0..N {
+                    let xb = _mm512_set1_ps(*x.add(j * t.ldx + k));
+                    for q in 0..PAIRS {
+                        acc[q][j][u] = _mm512_fmadd_ps(wv[q], xb, acc[q][j][u]);
+                    }
+                }
+            }};
+        }
+        let whole = t.cols / U * U;
+        for k in (0..whole).step_by(U) {
+            if (k * PANEL * std::mem::size_of::<W>()).is_multiple_of(64) {
+                for q in 0..PAIRS {
+                    prefetch(base[q][0].add(k * PANEL).cast());
+                    prefetch(base[q][1].add(k * PANEL).cast());
+                }
+            }
+            for u in 0..U {
+                step!(k + u, u);
+            }
+        }
+        for k in whole..t.cols {
+            step!(k, 0);
+        }
+        // (indexing, not iterators over `&acc`: a borrowed accumulator array lives in memory)
+        for q in 0..PAIRS {
+            let mut lo = [_mm256_setzero_ps(); N];
+            let mut hi = [_mm256_setzero_ps(); N];
+            for j in 0..N {
+                let mut sum = acc[q][j][0];
+                for u in 1..U {
+                    sum = _mm512_add_ps(sum, acc[q][j][u]);
+                }
+                lo[j] = _mm512_castps512_ps256(sum);
+                hi[j] = _mm512_extractf32x8_ps::<1>(sum);
+            }
+            store::<N>(t, 2 * q, &lo);
+            if 2 * q + 1 < panels {
+                store::<N>(t, 2 * q + 1, &hi);
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512dq")]
 unsafe fn float_avx512<W: Load8, const N: usize>(t: &Tile) {
-    // SAFETY: as in float_avx2 (32 ymm registers hold 2 x 12 accumulators).
-    unsafe { float_dispatch!(t, W, N) }
+    // SAFETY: features enabled; one or two panel pairs by the tile's rows (a missing upper
+    // panel is handled by the body), bounds by the caller. 32 zmm registers hold 2 x 12
+    // accumulators.
+    unsafe {
+        match (t.rows > 2 * PANEL, N) {
+            (true, 1) => float_zmm_body::<W, 2, N, 4>(t),
+            (true, 2) => float_zmm_body::<W, 2, N, 2>(t),
+            (true, _) => float_zmm_body::<W, 2, N, 1>(t),
+            (false, 1) => float_zmm_body::<W, 1, N, 4>(t),
+            (false, 2) => float_zmm_body::<W, 1, N, 2>(t),
+            (false, _) => float_zmm_body::<W, 1, N, 1>(t),
+        }
+    }
 }
 
 /// Four activation bytes of token `j`, block `b`, column group `g`, broadcast to every lane.
