@@ -87,6 +87,9 @@ mod run {
         pub stream: StreamConfig,
         /// Called first thing on the session thread (e.g. to mark it for an allocation counter).
         pub session_hook: Option<fn()>,
+        /// Test hook: accept `{"op":"_fault","in":"session"|"client"}`, which makes the session
+        /// thread (at its next generated frame) or the client's thread panic, to test recovery.
+        pub fault_injection: bool,
     }
 
     impl DaemonConfig {
@@ -107,6 +110,7 @@ mod run {
                 lead: 8,
                 stream: StreamConfig::default(),
                 session_hook: None,
+                fault_injection: false,
             }
         }
 
@@ -261,6 +265,7 @@ mod run {
                 info: info.clone(),
                 stream_stats: OnceLock::new(),
                 next_id: AtomicU64::new(1),
+                faults: cfg.fault_injection,
             });
             let session = std::thread::Builder::new()
                 .name("edgecsm-session".into())

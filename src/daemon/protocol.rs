@@ -24,6 +24,16 @@ pub enum Request {
     Stop,
     Status,
     Reset,
+    /// Test hook, refused unless the daemon was started with fault injection: a panic in the
+    /// session thread (at its next generated frame) or in this client's thread.
+    Fault(FaultPlace),
+}
+
+/// Where [`Request::Fault`] panics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPlace {
+    Session,
+    Client,
 }
 
 /// The fields of a `say` request.
@@ -82,6 +92,11 @@ pub fn parse(line: &[u8]) -> Result<Request, String> {
         "stop" => no_fields(&obj, "stop").map(|_| Request::Stop),
         "status" => no_fields(&obj, "status").map(|_| Request::Status),
         "reset" => no_fields(&obj, "reset").map(|_| Request::Reset),
+        "_fault" => match obj.remove("in") {
+            Some(Value::String(w)) if w == "session" => Ok(Request::Fault(FaultPlace::Session)),
+            Some(Value::String(w)) if w == "client" => Ok(Request::Fault(FaultPlace::Client)),
+            _ => Err("`_fault` takes `in`: \"session\" or \"client\"".into()),
+        },
         other => Err(format!(
             "unknown op {:?} (one of {OPS})",
             truncate(other, 64)

@@ -16,8 +16,10 @@
 //! Between requests the session encodes the user's turns from the turn ring with its own
 //! streaming Mimi encoder (see [`super::turn`]) and adds each finished turn to the conversation.
 
-use super::protocol::{self, Request, Say};
-use super::state::{CUT_BY_BARGE_IN, CUT_BY_SHUTDOWN, CUT_BY_STOP, Shared, StaticInfo};
+use super::protocol::{self, FaultPlace, Request, Say};
+use super::state::{
+    CUT_BY_BARGE_IN, CUT_BY_ERROR, CUT_BY_SHUTDOWN, CUT_BY_STOP, Shared, StaticInfo,
+};
 use super::turn::{TurnEvent, TurnReceiver};
 use crate::csm::prompt::{PromptFormatter, Turn};
 use crate::csm::{Conversation, GenerateOptions, InvalidCodes, Segment, StopReason};
@@ -107,25 +109,71 @@ impl Session {
             match self.cmds.recv_timeout(Duration::from_millis(20)) {
                 Ok(cmd) => {
                     self.shared.queued.fetch_sub(1, Relaxed);
-                    match cmd {
-                        Command::Say {
-                            id,
-                            say,
-                            out,
-                            received_ns,
-                        } => self.say(id, &say, &out, received_ns),
-                        Command::Reset { out } => {
-                            self.conv.clear();
-                            self.publish();
-                            eprintln!("serve: conversation reset");
-                            post(&out, protocol::ok("reset", json!({})), &self.shared);
-                        }
-                    }
+                    self.supervised(cmd);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+    }
+
+    /// Runs one command; a panic (a bug) ends it instead of the thread: the utterance gets its
+    /// `done` with reason `error`, its queued speech is cut, and the conversation, decoder and
+    /// encoder are rebuilt (their state is suspect), so the daemon keeps serving; `status`
+    /// counts it in `session_restarts`.
+    fn supervised(&mut self, cmd: Command) {
+        let (id, out) = match &cmd {
+            Command::Say { id, out, .. } => (Some(*id), out.clone()),
+            Command::Reset { out } => (None, out.clone()),
+        };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match cmd {
+            Command::Say {
+                id,
+                say,
+                out,
+                received_ns,
+            } => self.say(id, &say, &out, received_ns),
+            Command::Reset { out } => {
+                self.conv.clear();
+                self.publish();
+                eprintln!("serve: conversation reset");
+                post(&out, protocol::ok("reset", json!({})), &self.shared);
+            }
+        }));
+        let Err(panic) = r else { return };
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        let sh = self.shared.clone();
+        sh.session_restarts.fetch_add(1, Relaxed);
+        eprintln!("serve: internal error in the session thread ({msg}); conversation rebuilt");
+        self.conv = Conversation::new(self.conv.model().clone());
+        self.dec.reset();
+        self.enc.reset();
+        self.turn_codes.clear();
+        let error = format!("internal error ({msg}); the conversation was reset");
+        match id {
+            Some(id) => {
+                sh.speaking.store(0, Relaxed);
+                sh.gen_done.fetch_max(id, Release);
+                if sh.cut.load(Relaxed) < id {
+                    sh.cut_reason.store(CUT_BY_ERROR, Relaxed);
+                    sh.cut.fetch_max(id, Relaxed);
+                }
+                let data = json!({
+                    "frames": sh.generated_frames.load(Relaxed),
+                    "played": sh.played_frames.load(Relaxed),
+                    "reason": "error",
+                    "error": error,
+                    "text_to_first_sound_ms": null,
+                });
+                post(&out, protocol::event("done", id, data), &sh);
+            }
+            None => post(&out, protocol::error(&error), &sh),
+        }
+        self.publish();
     }
 
     /// Publishes the conversation's size for `status`.
@@ -232,6 +280,19 @@ impl Session {
 
     fn say(&mut self, id: u64, say: &Say, out: &Outbox, received_ns: u64) {
         let sh = self.shared.clone();
+        // this utterance's figures only, whatever happens below
+        sh.last_first_sound_us.store(u64::MAX, Relaxed);
+        sh.played_frames.store(0, Relaxed);
+        sh.generated_frames.store(0, Relaxed);
+        if sh.cut.load(Acquire) >= id {
+            // stopped while it waited in the queue: nothing was generated or played
+            sh.gen_done.fetch_max(id, Release);
+            sh.finished.fetch_max(id, Relaxed);
+            let data = json!({"frames": 0, "played": 0, "reason": "stopped",
+                              "text_to_first_sound_ms": null});
+            post(out, protocol::event("done", id, data), &sh);
+            return;
+        }
         let r = self.generate(id, say, out, received_ns);
         sh.speaking.store(0, Relaxed);
         sh.gen_done.fetch_max(id, Release);
@@ -248,6 +309,7 @@ impl Session {
             reason = match sh.cut_reason.load(Relaxed) {
                 CUT_BY_BARGE_IN => "barge_in",
                 CUT_BY_SHUTDOWN => "shutdown",
+                CUT_BY_ERROR => "error",
                 _ => "stopped",
             };
         }
@@ -307,9 +369,6 @@ impl Session {
         }
         // as `say` does: never draw a code the codec cannot decode
         opts.invalid_codes = InvalidCodes::Mask;
-        sh.last_first_sound_us.store(u64::MAX, Relaxed);
-        sh.generated_frames.store(0, Relaxed);
-        sh.played_frames.store(0, Relaxed);
         sh.utterance_max_frames.store(max_frames as u64, Relaxed);
         sh.utterance_received_ns.store(received_ns, Relaxed);
         sh.utterances.fetch_add(1, Relaxed);
@@ -352,6 +411,9 @@ impl Session {
             .generate(Segment::new(label, ids, Vec::new()), &opts, |frame| {
                 if cut(&sh) {
                     return ControlFlow::Break(());
+                }
+                if sh.inject_panic.swap(false, Relaxed) {
+                    panic!("injected panic in the session thread (utterance {id})");
                 }
                 if let Err(e) = dec.decode_frame(frame, pcm) {
                     decode_err = Some(e);
@@ -415,6 +477,8 @@ pub struct Dispatcher {
     pub info: StaticInfo,
     pub stream_stats: OnceLock<Arc<LoopStats>>,
     pub next_id: std::sync::atomic::AtomicU64,
+    /// Accept the `_fault` test requests (`DaemonConfig::fault_injection`).
+    pub faults: bool,
 }
 
 impl Dispatcher {
@@ -435,11 +499,27 @@ impl Dispatcher {
             }
             Request::Stop => {
                 sh.stop_received_ns.store(sh.now_ns(), Relaxed);
-                let stopped = sh.cut_current(CUT_BY_STOP);
+                // the utterance speaking or being generated and every one queued behind it
+                let stopped = sh.cut_all(CUT_BY_STOP);
                 if stopped.is_none() {
                     sh.stop_received_ns.store(0, Relaxed);
                 }
                 reply(protocol::ok("stop", json!({ "stopped": stopped })));
+            }
+            Request::Fault(place) => {
+                if !self.faults {
+                    reply(protocol::error(
+                        "unknown op \"_fault\" (one of say, stop, status, reset)",
+                    ));
+                    return Ok(());
+                }
+                match place {
+                    FaultPlace::Session => {
+                        sh.inject_panic.store(true, Relaxed);
+                        reply(protocol::ok("_fault", json!({})));
+                    }
+                    FaultPlace::Client => panic!("injected panic in a client thread"),
+                }
             }
             Request::Say(say) => {
                 if !self.reserve() {
@@ -449,6 +529,8 @@ impl Dispatcher {
                     return Ok(());
                 }
                 let id = self.next_id.fetch_add(1, Relaxed);
+                // before the reply: a `stop` that follows it sees this utterance
+                sh.accepted.fetch_max(id, Release);
                 let received_ns = sh.now_ns();
                 // the reply goes out before the session can post the first event
                 reply(protocol::ok("say", json!({ "id": id })));

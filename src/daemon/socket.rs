@@ -139,7 +139,16 @@ fn accept_loop(
                     thread::Builder::new()
                         .name("edgecsm-client".into())
                         .spawn(move || {
-                            client(stream, &d);
+                            // a bug in one client's handling ends that connection, not the daemon,
+                            // and its slot is given back either way
+                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                client(stream, &d)
+                            }));
+                            if r.is_err() {
+                                eprintln!(
+                                    "serve: internal error in a client thread; connection closed"
+                                );
+                            }
                             c.fetch_sub(1, Relaxed);
                         });
                 if spawned.is_err() {

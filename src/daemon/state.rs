@@ -17,6 +17,7 @@ use std::time::Instant;
 pub const CUT_BY_STOP: u64 = 1;
 pub const CUT_BY_BARGE_IN: u64 = 2;
 pub const CUT_BY_SHUTDOWN: u64 = 3;
+pub const CUT_BY_ERROR: u64 = 4;
 
 /// Shared state (see the module docs). Utterance ids start at 1; 0 means none.
 #[derive(Debug)]
@@ -57,6 +58,13 @@ pub struct Shared {
     pub turn_end_ns: AtomicU64,
     /// Requests waiting for the session thread.
     pub queued: AtomicU64,
+    /// The last `say` accepted (its id; 0: none): a `stop` cuts every utterance up to it.
+    pub accepted: AtomicU64,
+    /// Times the session thread recovered from a panic (the utterance ended with an error and
+    /// the conversation was rebuilt).
+    pub session_restarts: AtomicU64,
+    /// Test hook (`DaemonConfig::fault_injection`): the session panics at its next frame.
+    pub inject_panic: AtomicBool,
     /// How long `Daemon::start` took: model loaded, devices open, threads running (us).
     pub ready_us: AtomicU64,
     pub shutdown: AtomicBool,
@@ -129,6 +137,9 @@ impl Shared {
             playing: AtomicU64::new(0),
             turn_end_ns: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            session_restarts: AtomicU64::new(0),
+            inject_panic: AtomicBool::new(false),
             ready_us: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             barge_in,
@@ -181,6 +192,19 @@ impl Shared {
             .saturating_sub(self.generated_frames.load(Relaxed));
         left.saturating_mul(g).saturating_mul(9) / 8
             <= (queued + left).saturating_sub(1).saturating_mul(period_ns)
+    }
+
+    /// Cuts every utterance accepted so far — the one being generated or played and every one
+    /// queued behind it — for `reason`; returns the highest id cut, or None when none was left.
+    pub fn cut_all(&self, reason: u64) -> Option<u64> {
+        let target = self.accepted.load(Acquire);
+        if target == 0 || target <= self.finished.load(Relaxed) || target <= self.cut.load(Relaxed)
+        {
+            return None;
+        }
+        self.cut_reason.store(reason, Relaxed);
+        self.cut.fetch_max(target, Relaxed);
+        Some(target)
     }
 
     /// Cuts the utterance being generated or played (if any) for `reason`; returns its id.
@@ -254,6 +278,7 @@ impl Shared {
                 "utterances": self.utterances.load(Relaxed),
                 "barge_ins": self.barge_ins.load(Relaxed),
                 "events_dropped": self.events_dropped.load(Relaxed),
+                "session_restarts": self.session_restarts.load(Relaxed),
             },
             "conversation": {
                 "segments": self.segments.load(Relaxed),
