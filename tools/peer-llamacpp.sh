@@ -73,7 +73,7 @@ for tool in python3 cc c++ make cargo tar; do
 toolchain and make; cargo comes with rustup)"
 done
 
-mkdir -p "$CACHE"
+mkdir -p "$CACHE" 2>/dev/null || die "cannot create the cache directory $CACHE"
 CACHE="$(cd "$CACHE" && pwd)"
 WORK=$(mktemp -d /tmp/edgecsm-peer-llamacpp.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -159,7 +159,7 @@ CSM="$MODELS/csm-1b-q8"
 if ! [ -f "$CSM/synth.stamp" ]; then # the stamp bench-real.sh and the benches check
   log "synthetic csm-1b q8 in $CSM"
   rm -rf "$CSM"
-  mkdir -p "$MODELS"
+  mkdir -p "$MODELS" 2>/dev/null || die "cannot create the models directory $MODELS"
   quiet synth "${NICE[@]}" "$EDGECSM" synth csm-1b --dtype q8 --out "$CSM"
 fi
 
