@@ -15,6 +15,9 @@
 #   PyTorch    with --torch VENV (a virtualenv with torch + transformers, tools/README.md):
 #              the same CSM and Mimi in transformers, same machine, same run
 #
+# The prefill's peer is llama.cpp at the backbone's shape: tools/peer-llamacpp.sh builds it and
+# prints llama-bench pp32 beside the same prefill measurement, interleaved in one run.
+#
 #   tools/bench-real.sh [--torch VENV] [--threads "1 2"] [--say-frames 60] [--skip-serve]
 #                       [--skip-loop] [--skip-mimi] [--models DIR]
 #
