@@ -20,8 +20,14 @@ use std::process::ExitCode;
 )]
 struct Cli {
     /// Compute threads (0 = one per core).
-    #[arg(long, global = true, default_value_t = 0)]
+    #[arg(long, global = true, default_value_t = 0, display_order = 900)]
     threads: usize,
+    /// More log lines: -v for debug, -vv for trace (RUST_LOG overrides).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count, display_order = 901)]
+    verbose: u8,
+    /// Only warnings and errors on stderr (for quantize: only the summary on stdout).
+    #[arg(long, short, global = true, display_order = 902)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,6 +56,23 @@ enum Command {
     Synth(cli::synth::SynthArgs),
 }
 
+impl Command {
+    /// The subcommand's name (it prefixes the log lines).
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Quantize(_) => "quantize",
+            Command::Encode(_) => "encode",
+            Command::Decode(_) => "decode",
+            Command::Say(_) => "say",
+            Command::Generate(_) => "generate",
+            Command::Loop(_) => "loop",
+            Command::Devices => "devices",
+            Command::Serve(_) => "serve",
+            Command::Synth(_) => "synth",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum DtypeArg {
     Q8,
@@ -73,14 +96,12 @@ struct QuantizeArgs {
     /// Replace an existing output directory.
     #[arg(long)]
     force: bool,
-    /// Print only the summary, not one line per tensor.
-    #[arg(long, short)]
-    quiet: bool,
 }
 
 /// What every subcommand gets besides its own arguments.
 struct Context {
     threads: usize,
+    quiet: bool,
 }
 
 /// Most compute threads `--threads` accepts (far beyond any board; a typo like 1000000 would
@@ -177,9 +198,12 @@ fn run(cli: Cli) -> edgecsm::Result<()> {
             edgecsm::kernels::pool::thread_count(0)
         )));
     }
+    cli::logger::init(cli.command.name(), cli.verbose, cli.quiet)
+        .map_err(edgecsm::Error::Invalid)?;
     Kernels::init()?;
     let ctx = Context {
         threads: cli.threads,
+        quiet: cli.quiet,
     };
     let out = match &cli.command {
         Command::Quantize(a) => Some(&a.out),
@@ -195,7 +219,7 @@ fn run(cli: Cli) -> edgecsm::Result<()> {
     if out.is_some() {
         // SIGINT/SIGTERM/SIGHUP remove partial outputs before the process ends
         if let Err(e) = edgecsm::audio::cleanup::install() {
-            eprintln!("warning: cannot handle interruptions ({e}): a partial output may remain");
+            log::warn!("cannot handle interruptions ({e}): a partial output may remain");
         }
     }
     match cli.command {
@@ -222,7 +246,7 @@ fn report(line: String, output_on_stdout: bool) -> edgecsm::Result<()> {
     Ok(())
 }
 
-fn run_quantize(_ctx: &Context, a: QuantizeArgs) -> edgecsm::Result<()> {
+fn run_quantize(ctx: &Context, a: QuantizeArgs) -> edgecsm::Result<()> {
     let opts = quantize::Options {
         model: a.model,
         out: a.out,
@@ -236,7 +260,7 @@ fn run_quantize(_ctx: &Context, a: QuantizeArgs) -> edgecsm::Result<()> {
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
     let mut sink = std::io::sink();
-    let log: &mut dyn Write = if a.quiet { &mut sink } else { &mut lock };
+    let log: &mut dyn Write = if ctx.quiet { &mut sink } else { &mut lock };
     let summary = quantize::quantize(&opts, log)?;
     // a closed stdout (e.g. piped into `head`) is not an error of the conversion
     let _ = writeln!(lock, "{summary}\nwrote {}", opts.out.display());

@@ -469,7 +469,7 @@ fn serve_over_the_socket() {
     assert!(code.success(), "exit after SIGTERM: {code}");
     let log = daemon.log();
     assert!(
-        log.contains("serve: frame p50/p99/max"),
+        log.contains("serve: report frame_p50_ms="),
         "no latency line: {log}"
     );
     assert!(log.contains("serve: stopped"), "{log}");

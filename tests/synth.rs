@@ -3,6 +3,8 @@
 //! synthetic model of the same configuration must have exactly their tensor names and shapes,
 //! load, and be deterministic.
 
+mod common;
+
 use edgecsm::csm::CsmConfig;
 use edgecsm::mimi::MimiConfig;
 use edgecsm::synth::csm::{self, CsmShape, StackShape};
@@ -113,7 +115,8 @@ fn a_synthetic_csm_loads_speaks_and_is_deterministic() {
     assert_eq!(m1, std::fs::read(d2.join("model.safetensors")).unwrap());
     assert!(d1.join("EDGECSM_TEST_MODEL").is_file());
     let out = tmp.path().join("hello.wav");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_edgecsm"))
+    // through the test runner (qemu in cross/test.sh)
+    let o = common::edgecsm()
         .args([
             "--threads",
             "2",

@@ -296,8 +296,8 @@ pub fn run(threads: usize, a: GenerateArgs) -> Result<String> {
         )));
     }
     let max_frames = if a.max_frames > fits {
-        eprintln!(
-            "generate: --max-frames {} capped to {fits}: the model holds {max} positions and \
+        log::warn!(
+            "--max-frames {} capped to {fits}: the model holds {max} positions and \
              the input takes {}",
             a.max_frames,
             ids.len()

@@ -6,6 +6,7 @@ pub mod audio;
 pub mod decode;
 pub mod encode;
 pub mod generate;
+pub mod logger;
 pub mod options_file;
 pub mod say;
 pub mod serve;

@@ -86,7 +86,7 @@ fn bundled_model() -> Result<PathBuf> {
 /// The note printed when the model is a random-weight test model.
 fn test_model_notice(dir: &Path) -> String {
     format!(
-        "note: {} is a RANDOM-WEIGHT TEST MODEL: it runs the whole pipeline but produces no \
+        "{} is a RANDOM-WEIGHT TEST MODEL: it runs the whole pipeline but produces no \
          speech, whatever the text.\n\
          note: for real speech fetch sesame/csm-1b on a machine with hub access (e.g. \
          `huggingface-cli download sesame/csm-1b --local-dir models/csm-1b`), convert it with \
@@ -180,17 +180,17 @@ impl Progress {
         if t - self.last >= 1.0 {
             self.last = t;
             let line = format!("say: {}", self.line(frames));
-            let mut e = std::io::stderr().lock();
-            let _ = if self.tty {
-                write!(e, "\r{line}")
-            } else {
-                writeln!(e, "{line}")
-            };
+            if !self.tty {
+                log::info!("{}", self.line(frames));
+            } else if log::log_enabled!(log::Level::Info) {
+                // an updating line, which the logger's one line per event cannot draw
+                let _ = write!(std::io::stderr().lock(), "\r{line}");
+            }
         }
     }
 
     fn finish(&self) {
-        if self.tty && self.last > 0.0 {
+        if self.tty && self.last > 0.0 && log::log_enabled!(log::Level::Info) {
             eprintln!();
         }
     }
@@ -244,7 +244,7 @@ pub fn run(threads: usize, a: SayArgs) -> Result<String> {
     };
     let test_model = dir.join(TEST_MODEL_MARKER).is_file();
     if test_model {
-        eprintln!("{}", test_model_notice(&dir));
+        log::warn!("{}", test_model_notice(&dir));
     }
     let csm = load_csm(&dir, threads)?;
     let cfg = CsmConfig::load(dir.join("config.json"))?;
@@ -271,8 +271,8 @@ pub fn run(threads: usize, a: SayArgs) -> Result<String> {
     // the new turn: its prompt, the frames and the closing audio-eos position
     let reserve = ids.len() + max_frames + 1;
     add_context(&mut conv, &csm, &codec, &prompts, &context, reserve)?;
-    eprintln!(
-        "say: speaker {} ({} prompt tokens after {} context positions), {}, up to {max_frames} \
+    log::info!(
+        "speaker {} ({} prompt tokens after {} context positions), {}, up to {max_frames} \
          frames ({:.2} s)",
         a.speaker,
         ids.len(),
@@ -322,7 +322,7 @@ pub fn run(threads: usize, a: SayArgs) -> Result<String> {
         return Err(e);
     }
     if let Some(m) = g.context.eviction_message() {
-        eprintln!("say: {m}");
+        log::info!("{m}");
     }
     let samples = wav.samples();
     wav.finish(&mut out)?;
@@ -332,8 +332,8 @@ pub fn run(threads: usize, a: SayArgs) -> Result<String> {
     } else {
         describe_stop(&g.stop)
     };
-    eprintln!(
-        "say: done: {}; stop: {stop}{}",
+    log::info!(
+        "done: {}; stop: {stop}{}",
         progress.line(decoded),
         if test_model {
             " [random-weight test model: not speech]"
@@ -377,8 +377,8 @@ fn frame_limit(
             .max(1),
     };
     if want > limit {
-        eprintln!(
-            "say: the model holds {max} positions: at most {limit} frames ({:.2} s) fit after \
+        log::warn!(
+            "the model holds {max} positions: at most {limit} frames ({:.2} s) fit after \
              the prompt",
             limit as f64 * frame_seconds
         );
@@ -421,18 +421,18 @@ fn add_context(
             TurnAudio::Wav(p) | TurnAudio::Codes(p) => p.display().to_string(),
         };
         logs.push(format!(
-            "say: context {label}: {frames} frames from {source}, {} positions",
+            "context {label}: {frames} frames from {source}, {} positions",
             ids.len()
         ));
         segs.push(Segment::new(label, ids, codes));
     }
     let dropped = turns.len() - segs.len();
     for l in logs.iter().rev() {
-        eprintln!("{l}");
+        log::info!("{l}");
     }
     if dropped > 0 {
-        eprintln!(
-            "say: context full: dropped the {dropped} oldest turn(s) (turns 0 to {}): the \
+        log::warn!(
+            "context full: dropped the {dropped} oldest turn(s) (turns 0 to {}): the \
              newest {} ({used} positions) fit beside this turn's {reserve} in the model's {}",
             dropped - 1,
             segs.len(),
@@ -442,7 +442,7 @@ fn add_context(
     segs.reverse();
     let report = conv.add_segments(segs, reserve)?;
     if let Some(m) = report.eviction_message() {
-        eprintln!("say: {m}");
+        log::info!("{m}");
     }
     Ok(())
 }

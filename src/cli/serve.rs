@@ -85,7 +85,7 @@ fn random_weight_notice(dir: &std::path::Path) -> Option<String> {
     let lower = readme.to_lowercase();
     (lower.contains("random weights") || lower.contains("random-weight")).then(|| {
         format!(
-            "note: {} holds a random-weight test model: it runs every code path but produces \
+            "{} holds a random-weight test model: it runs every code path but produces \
              noise-like audio, not speech",
             dir.display()
         )
@@ -128,12 +128,12 @@ pub fn run_serve(threads: usize, a: ServeArgs) -> edgecsm::Result<()> {
         super::audio::FormatArg::F32 => SampleFormat::F32,
     };
     if let Some(note) = random_weight_notice(&a.model) {
-        eprintln!("{note}");
+        log::warn!("{note}");
     }
     let daemon = Daemon::start(cfg)?;
     let info = daemon.info();
-    eprintln!(
-        "serve: ready in {:.0} ms, listening on {} (mode 0600); {} -> CSM {} ({} threads) -> {}; \
+    log::info!(
+        "ready in {:.0} ms, listening on {} (mode 0600); {} -> CSM {} ({} threads) -> {}; \
          barge-in {}; latency bound {:.1} ms; user turns up to {} frames",
         daemon.status()["ready_ms"].as_f64().unwrap_or(0.0),
         daemon.socket_path().display(),
@@ -152,13 +152,16 @@ pub fn run_serve(threads: usize, a: ServeArgs) -> edgecsm::Result<()> {
         let t = t0.elapsed().as_secs_f64();
         if a.report_every > 0.0 && t >= next_report {
             next_report += a.report_every;
-            eprintln!("serve: {}", log_line(&daemon.status()));
+            log::info!("{}", report_line(&daemon.status()));
         }
     }
     let by_signal = term.load(Ordering::Relaxed);
-    eprintln!("serve: {}", log_line(&daemon.status()));
+    log::info!("{}", report_line(&daemon.status()));
     let report = daemon.shutdown()?;
-    eprintln!("serve: stopped\n{report}");
+    log::info!("stopped");
+    for line in report.to_string().lines() {
+        log::info!("{line}");
+    }
     if !by_signal {
         return Err(Error::Invalid(
             "the audio loop ended without an error report".into(),
@@ -167,31 +170,42 @@ pub fn run_serve(threads: usize, a: ServeArgs) -> edgecsm::Result<()> {
     Ok(())
 }
 
-/// The latency figures of a `status` in one log line.
+/// The `status` figures a log reader wants, as one `report key=value ...` line (ms; `-` for a
+/// figure not measured yet).
 #[cfg(feature = "alsa")]
-fn log_line(s: &serde_json::Value) -> String {
+fn report_line(s: &serde_json::Value) -> String {
     let l = &s["latency"];
     let c = &s["counters"];
-    format!(
-        "frame p50/p99/max {}/{}/{} ms; generation frame p50/p99 {}/{} ms; playback wait max {} \
-         ms; user turn p99 {} ms; text->first sound last {} ms; xruns {}, underruns {}, speech \
-         underruns {}, dropped {}; bound {} ms; conversation {} segments / {} positions",
-        l["frame_compute_ms"]["p50"],
-        l["frame_compute_ms"]["p99"],
-        l["frame_compute_ms"]["max"],
-        l["generation_frame_ms"]["p50"],
-        l["generation_frame_ms"]["p99"],
-        l["playback_wait_ms"]["max"],
-        l["user_turn_ms"]["p99"],
-        l["text_to_first_sound_ms"]["last"],
-        c["xruns"],
-        c["underruns"],
-        c["speech_underruns"],
-        c["dropped"],
-        l["bound_ms"],
-        s["conversation"]["segments"],
-        s["conversation"]["positions"]
-    )
+    let fields: [(&str, &serde_json::Value); 18] = [
+        ("frame_p50_ms", &l["frame_compute_ms"]["p50"]),
+        ("frame_p99_ms", &l["frame_compute_ms"]["p99"]),
+        ("frame_max_ms", &l["frame_compute_ms"]["max"]),
+        ("gen_frame_p50_ms", &l["generation_frame_ms"]["p50"]),
+        ("gen_frame_p99_ms", &l["generation_frame_ms"]["p99"]),
+        ("playback_wait_max_ms", &l["playback_wait_ms"]["max"]),
+        ("user_turn_p99_ms", &l["user_turn_ms"]["p99"]),
+        ("first_sound_last_ms", &l["text_to_first_sound_ms"]["last"]),
+        ("bound_ms", &l["bound_ms"]),
+        ("xruns", &c["xruns"]),
+        ("underruns", &c["underruns"]),
+        ("speech_underruns", &c["speech_underruns"]),
+        ("dropped", &c["dropped"]),
+        ("utterances", &c["utterances"]),
+        ("segments", &s["conversation"]["segments"]),
+        ("positions", &s["conversation"]["positions"]),
+        ("audio", &s["audio"]["state"]),
+        ("reconnects", &s["audio"]["reconnects"]),
+    ];
+    let mut line = String::from("report");
+    for (k, v) in fields {
+        let v = match v {
+            serde_json::Value::Null => "-".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        line += &format!(" {k}={v}");
+    }
+    line
 }
 
 #[cfg(not(feature = "alsa"))]

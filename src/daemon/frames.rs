@@ -100,6 +100,17 @@ impl DaemonFrames {
             self.speech.skip();
         }
     }
+
+    /// Stands in for the periods while the devices are away (see [`super::audio`]): applies
+    /// cuts, so a `stop` still ends its utterance, and finishes generations with nothing left
+    /// to play.
+    pub fn idle(&mut self) {
+        self.apply_cut();
+        if self.playing == 0 && self.speech.is_empty() {
+            let sh = &*self.shared;
+            sh.finished.fetch_max(sh.gen_done.load(Acquire), Relaxed);
+        }
+    }
 }
 
 impl FrameProcessor for DaemonFrames {

@@ -21,6 +21,7 @@
 //! an utterance, because generation was late), dropped frames, and the configured bound
 //! (playback buffer + one period) of the path from the frame thread to the speaker.
 
+pub mod audio;
 pub mod frames;
 pub mod protocol;
 pub mod session;
@@ -34,6 +35,7 @@ pub use run::{Daemon, DaemonConfig};
 
 #[cfg(feature = "alsa")]
 mod run {
+    use super::audio::{Devices, Supervisor};
     use super::frames::DaemonFrames;
     use super::session::{Dispatcher, MAX_QUEUED, SayDefaults, Session};
     use super::socket::ControlSocket;
@@ -45,14 +47,12 @@ mod run {
     use crate::kernels::Pool;
     use crate::mimi::{MimiDecoderStream, MimiEncoderStream};
     use crate::stream::ring::block_ring;
-    use crate::stream::{
-        self, AlsaCapture, AlsaPlayback, PlaybackDevice, Report, Running, StreamConfig,
-    };
+    use crate::stream::{self, LoopStats, PlaybackDevice, Report, StreamConfig};
     use crate::{Error, Result};
     use std::path::{Path, PathBuf};
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
     use std::sync::mpsc::sync_channel;
-    use std::sync::{Arc, OnceLock};
     use std::thread::JoinHandle;
 
     /// The longest utterance `--max-seconds` may allow (its speech ring: 7500 frames, 58 MB).
@@ -143,7 +143,8 @@ mod run {
 
     /// A running daemon.
     pub struct Daemon {
-        running: Option<Running>,
+        audio: Option<Supervisor>,
+        stream_stats: Arc<LoopStats>,
         session: Option<JoinHandle<()>>,
         socket: ControlSocket,
         shared: Arc<Shared>,
@@ -201,8 +202,12 @@ mod run {
             scfg.frames = None;
             scfg.pacing = stream::Pacing::RealTime;
             scfg.validate()?;
-            let capture = AlsaCapture::open(&cfg.capture, &scfg)?;
-            let playback = AlsaPlayback::open(&cfg.playback, &scfg)?;
+            let devices = Devices {
+                capture: cfg.capture.clone(),
+                playback: cfg.playback.clone(),
+                cfg: scfg.clone(),
+            };
+            let (capture, playback) = devices.open()?;
             let frame_rate = scfg.rate as f64 / scfg.period as f64;
 
             let max_positions = csm.dims().backbone.max_positions;
@@ -259,11 +264,12 @@ mod run {
                 user_speaker: cfg.user_speaker,
                 threads,
             };
+            let stream_stats = Arc::new(LoopStats::default());
             let dispatcher = Arc::new(Dispatcher {
                 shared: shared.clone(),
                 cmds: cmd_tx,
                 info: info.clone(),
-                stream_stats: OnceLock::new(),
+                stream_stats: stream_stats.clone(),
                 next_id: AtomicU64::new(1),
                 faults: cfg.fault_injection,
             });
@@ -272,16 +278,21 @@ mod run {
                 .spawn(move || session.run())
                 .map_err(|e| Error::Invalid(format!("cannot start the session thread: {e}")))?;
             let mut daemon = Daemon {
-                running: None,
+                audio: None,
+                stream_stats: stream_stats.clone(),
                 session: Some(session),
                 socket,
                 shared: shared.clone(),
                 accept_stop: Arc::new(AtomicBool::new(false)),
                 info,
             };
-            let running = stream::start(&scfg, capture, playback, frames)?;
-            let _ = dispatcher.stream_stats.set(running.stats().clone());
-            daemon.running = Some(running);
+            daemon.audio = Some(Supervisor::start(
+                devices,
+                (capture, playback),
+                frames,
+                stream_stats,
+                shared.clone(),
+            )?);
             daemon
                 .socket
                 .serve(dispatcher, daemon.accept_stop.clone())?;
@@ -305,17 +316,13 @@ mod run {
 
         /// The `status` reply's data (as a client would get it).
         pub fn status(&self) -> serde_json::Value {
-            match &self.running {
-                Some(r) => self.shared.status(&self.info, r.stats()),
-                None => self
-                    .shared
-                    .status(&self.info, &crate::stream::LoopStats::default()),
-            }
+            self.shared.status(&self.info, &self.stream_stats)
         }
 
-        /// True once the audio loop has ended on its own (a device failed).
+        /// True once the audio loop has ended in a way reopening the devices cannot mend (a
+        /// lost device is reopened: see [`super::audio`]).
         pub fn audio_failed(&self) -> bool {
-            self.running.as_ref().is_none_or(Running::is_finished)
+            self.audio.as_ref().is_none_or(Supervisor::failed)
         }
 
         /// Stops cleanly: cuts speech, ends the session, stops the audio loop (devices are
@@ -333,11 +340,8 @@ mod run {
             if let Some(s) = self.session.take() {
                 let _ = s.join();
             }
-            match self.running.take() {
-                Some(r) => {
-                    r.stop();
-                    r.join()
-                }
+            match self.audio.take() {
+                Some(a) => a.stop(),
                 None => Err(Error::Invalid("the audio loop was not running".into())),
             }
         }
@@ -345,7 +349,7 @@ mod run {
 
     impl Drop for Daemon {
         fn drop(&mut self) {
-            if self.session.is_some() || self.running.is_some() {
+            if self.session.is_some() || self.audio.is_some() {
                 let _ = self.stop_threads();
             }
         }

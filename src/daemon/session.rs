@@ -29,9 +29,9 @@ use crate::stream::ring::BlockProducer;
 use crate::{Error, Result};
 use serde_json::json;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Requests waiting for the session thread, at most.
@@ -136,7 +136,7 @@ impl Session {
             Command::Reset { out } => {
                 self.conv.clear();
                 self.publish();
-                eprintln!("serve: conversation reset");
+                log::info!("conversation reset");
                 post(&out, protocol::ok("reset", json!({})), &self.shared);
             }
         }));
@@ -148,7 +148,7 @@ impl Session {
             .unwrap_or_else(|| "a panic".into());
         let sh = self.shared.clone();
         sh.session_restarts.fetch_add(1, Relaxed);
-        eprintln!("serve: internal error in the session thread ({msg}); conversation rebuilt");
+        log::error!("internal error in the session thread ({msg}); conversation rebuilt");
         self.conv = Conversation::new(self.conv.model().clone());
         self.dec.reset();
         self.enc.reset();
@@ -191,7 +191,7 @@ impl Session {
             self.shared
                 .evicted_segments
                 .fetch_add(r.evicted.len() as u64, Relaxed);
-            eprintln!("serve: {m}");
+            log::info!("{m}");
         }
     }
 
@@ -225,7 +225,7 @@ impl Session {
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
                     self.shared.user_turns_failed.fetch_add(1, Relaxed);
-                    eprintln!("serve: encoding a user turn failed: {e}");
+                    log::warn!("encoding a user turn failed: {e}");
                     self.turn_codes.clear();
                 }
                 None => {}
@@ -264,15 +264,15 @@ impl Session {
                     let sh = &self.shared;
                     sh.user_turn.record_ns(sh.now_ns().saturating_sub(ended));
                 }
-                eprintln!(
-                    "serve: user turn {k}: {frames} frames ({:.2} s){} added to the conversation",
+                log::info!(
+                    "user turn {k}: {frames} frames ({:.2} s){} added to the conversation",
                     frames as f64 / self.frame_rate,
                     if split { ", split at the cap" } else { "" }
                 );
             }
             Err(e) => {
                 self.shared.user_turns_failed.fetch_add(1, Relaxed);
-                eprintln!("serve: user turn {k} not added: {e}");
+                log::warn!("user turn {k} not added: {e}");
             }
         }
         self.publish();
@@ -320,8 +320,12 @@ impl Session {
             "reason": reason,
             "text_to_first_sound_ms": (tfs != u64::MAX).then(|| tfs as f64 / 1000.0),
         });
+        log::debug!(
+            "utterance {id} done: {frames} frames generated, {} played, {reason}",
+            data["played"]
+        );
         if let Some(e) = err {
-            eprintln!("serve: utterance {id}: {e}");
+            log::warn!("utterance {id}: {e}");
             data["error"] = e.into();
         }
         self.publish();
@@ -475,7 +479,7 @@ pub struct Dispatcher {
     pub shared: Arc<Shared>,
     pub cmds: SyncSender<Command>,
     pub info: StaticInfo,
-    pub stream_stats: OnceLock<Arc<LoopStats>>,
+    pub stream_stats: Arc<LoopStats>,
     pub next_id: std::sync::atomic::AtomicU64,
     /// Accept the `_fault` test requests (`DaemonConfig::fault_injection`).
     pub faults: bool,
@@ -491,10 +495,7 @@ impl Dispatcher {
         };
         match req {
             Request::Status => {
-                let data = match self.stream_stats.get() {
-                    Some(s) => sh.status(&self.info, s),
-                    None => sh.status(&self.info, &LoopStats::default()),
-                };
+                let data = sh.status(&self.info, &self.stream_stats);
                 reply(protocol::ok("status", json!({ "status": data })));
             }
             Request::Stop => {

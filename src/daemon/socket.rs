@@ -51,7 +51,7 @@ impl ControlSocket {
                 Err(_) => {
                     std::fs::remove_file(path)
                         .map_err(|e| err(format!("cannot remove the stale socket file: {e}")))?;
-                    eprintln!("serve: removed a stale socket file at {}", path.display());
+                    log::info!("removed a stale socket file at {}", path.display());
                 }
             },
             Ok(_) => {
@@ -145,9 +145,7 @@ fn accept_loop(
                                 client(stream, &d)
                             }));
                             if r.is_err() {
-                                eprintln!(
-                                    "serve: internal error in a client thread; connection closed"
-                                );
+                                log::error!("internal error in a client thread; connection closed");
                             }
                             c.fetch_sub(1, Relaxed);
                         });
@@ -160,7 +158,7 @@ fn accept_loop(
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
-                eprintln!("serve: accept failed: {e}");
+                log::warn!("accept failed: {e}");
                 thread::sleep(Duration::from_millis(100));
             }
         }

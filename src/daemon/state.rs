@@ -3,6 +3,7 @@
 //! `status` reply built from them and the audio loop's own statistics. All atomics: the frame
 //! thread reads and writes them without locks or allocation.
 
+use super::audio::AudioHealth;
 use super::turn::TurnCounters;
 use crate::stream::LoopStats;
 use crate::stream::stats::{Histogram, Summary};
@@ -68,6 +69,8 @@ pub struct Shared {
     /// How long `Daemon::start` took: model loaded, devices open, threads running (us).
     pub ready_us: AtomicU64,
     pub shutdown: AtomicBool,
+    /// The devices' health (lost, reopening, reconnects).
+    pub audio: AudioHealth,
     pub barge_in: bool,
     // conversation, published by the session thread
     pub segments: AtomicU64,
@@ -142,6 +145,7 @@ impl Shared {
             inject_panic: AtomicBool::new(false),
             ready_us: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
+            audio: AudioHealth::default(),
             barge_in,
             segments: AtomicU64::new(0),
             positions: AtomicU64::new(0),
@@ -240,13 +244,16 @@ impl Shared {
         let tfs = self.text_to_first_sound.summary();
         let last_tfs = self.last_first_sound_us.load(Relaxed);
         let speaking = self.speaking.load(Relaxed);
+        let playing = self.playing.load(Relaxed);
         json!({
             "uptime_s": self.epoch.elapsed().as_secs_f64(),
             "ready_ms": self.ready_us.load(Relaxed) as f64 / 1000.0,
             "speaking": (speaking != 0).then_some(speaking),
+            "playing": (playing != 0).then_some(playing),
             "generated_frames": self.generated_frames.load(Relaxed),
             "played_frames": self.played_frames.load(Relaxed),
             "queued": self.queued.load(Relaxed),
+            "audio": self.audio.status(self.now_ns()),
             "latency": {
                 "frame_compute_ms": ms(s.frame_time),
                 "generation_frame_ms": ms(self.gen_frame.summary()),

@@ -46,13 +46,15 @@ struct Shared {
     compute_done: AtomicBool,
 }
 
-/// A running loop. Dropping it without [`Running::join`] stops the threads and detaches them.
+/// A running loop over frame processor `F`. Dropping it without [`Running::join`] stops the
+/// threads and detaches them.
 #[derive(Debug)]
-pub struct Running {
+pub struct Running<F> {
     stats: Arc<LoopStats>,
     shared: Arc<Shared>,
     capture: Option<JoinHandle<Result<(), DeviceError>>>,
-    compute: Option<JoinHandle<Result<()>>>,
+    /// The compute thread gives the processor back with its result.
+    compute: Option<JoinHandle<(Result<()>, F)>>,
     playback: Option<JoinHandle<Result<(), DeviceError>>>,
     names: (String, String),
     latency_bound_ms: f64,
@@ -82,14 +84,35 @@ impl std::fmt::Display for Report {
 
 /// Starts the loop: spawns the capture, compute and playback threads. Devices are opened by
 /// the caller (so their errors come before anything runs).
-pub fn start<C, P, F>(cfg: &StreamConfig, capture: C, playback: P, processor: F) -> Result<Running>
+pub fn start<C, P, F>(
+    cfg: &StreamConfig,
+    capture: C,
+    playback: P,
+    processor: F,
+) -> Result<Running<F>>
+where
+    C: CaptureDevice,
+    P: PlaybackDevice,
+    F: FrameProcessor,
+{
+    start_with_stats(cfg, capture, playback, processor, Arc::default())
+}
+
+/// [`start`], counting into `stats` (a loop restarted on reopened devices keeps adding to the
+/// figures of the one before).
+pub fn start_with_stats<C, P, F>(
+    cfg: &StreamConfig,
+    capture: C,
+    playback: P,
+    processor: F,
+    stats: Arc<LoopStats>,
+) -> Result<Running<F>>
 where
     C: CaptureDevice,
     P: PlaybackDevice,
     F: FrameProcessor,
 {
     cfg.validate()?;
-    let stats = Arc::new(LoopStats::default());
     let shared = Arc::new(Shared::default());
     let started = Instant::now();
     let names = (capture.name().to_string(), playback.name().to_string());
@@ -105,12 +128,21 @@ where
         thread::Builder::new()
             .name("edgecsm-compute".into())
             .spawn(move || {
-                let r = compute_thread(&cfg, &stats, &shared, started, cap_rx, play_tx, processor);
+                let mut processor = processor;
+                let r = compute_thread(
+                    &cfg,
+                    &stats,
+                    &shared,
+                    started,
+                    cap_rx,
+                    play_tx,
+                    &mut processor,
+                );
                 shared.compute_done.store(true, Ordering::Release);
                 if r.is_err() {
                     shared.stop.store(true, Ordering::Relaxed);
                 }
-                r
+                (r, processor)
             })
             .map_err(|e| spawn_err("compute", e))?
     };
@@ -183,7 +215,8 @@ fn capture_thread<C: CaptureDevice>(
     let mut block = vec![0f32; cfg.period];
     dev.start()?;
     let mut n = 0u64;
-    'frames: while cfg.frames.is_none_or(|f| n < f) {
+    // (a device that never makes the thread wait, such as the file plugin, still sees `stop`)
+    'frames: while cfg.frames.is_none_or(|f| n < f) && !shared.stop.load(Ordering::Relaxed) {
         if !dev.read_period(&mut block, c, &shared.stop)? {
             break;
         }
@@ -216,7 +249,7 @@ fn compute_thread<F: FrameProcessor>(
     epoch: Instant,
     mut input_ring: BlockConsumer,
     mut output_ring: BlockProducer,
-    mut proc: F,
+    proc: &mut F,
 ) -> Result<()> {
     if let Some(hook) = cfg.thread_hook {
         hook(ThreadRole::Compute);
@@ -336,7 +369,7 @@ fn playback_thread<P: PlaybackDevice>(
     dev.drain()
 }
 
-impl Running {
+impl<F> Running<F> {
     /// Live statistics (readable while the loop runs).
     pub fn stats(&self) -> &Arc<LoopStats> {
         &self.stats
@@ -364,7 +397,13 @@ impl Running {
     }
 
     /// Waits for the threads and returns the report, or the first error (naming the device).
-    pub fn join(mut self) -> Result<Report> {
+    pub fn join(self) -> Result<Report> {
+        self.join_parts().0
+    }
+
+    /// [`Running::join`], also giving the frame processor back (None if its thread panicked),
+    /// so a loop whose device failed can be started again on reopened devices.
+    pub fn join_parts(mut self) -> (Result<Report>, Option<F>) {
         let dead = |what: &str| Error::Invalid(format!("the {what} thread panicked"));
         let cap = self.capture.take().map(|h| h.join());
         let comp = self.compute.take().map(|h| h.join());
@@ -372,26 +411,34 @@ impl Running {
         let dev_err = |role: &str, name: &str, e: DeviceError| {
             Error::Invalid(format!("{role} device \"{name}\": {e}"))
         };
-        if let Some(r) = cap {
-            r.map_err(|_| dead("capture"))?
-                .map_err(|e| dev_err("capture", &self.names.0, e))?;
-        }
-        if let Some(r) = play {
-            r.map_err(|_| dead("playback"))?
-                .map_err(|e| dev_err("playback", &self.names.1, e))?;
-        }
-        if let Some(r) = comp {
-            r.map_err(|_| dead("compute"))??;
-        }
-        Ok(Report {
-            stats: self.stats.snapshot(),
-            latency_bound_ms: self.latency_bound_ms,
-            elapsed: self.started.elapsed(),
-        })
+        let (comp, processor) = match comp {
+            Some(Ok((r, p))) => (Some(Ok(r)), Some(p)),
+            Some(Err(_)) => (Some(Err(())), None),
+            None => (None, None),
+        };
+        let result = (|| {
+            if let Some(r) = cap {
+                r.map_err(|_| dead("capture"))?
+                    .map_err(|e| dev_err("capture", &self.names.0, e))?;
+            }
+            if let Some(r) = play {
+                r.map_err(|_| dead("playback"))?
+                    .map_err(|e| dev_err("playback", &self.names.1, e))?;
+            }
+            if let Some(r) = comp {
+                r.map_err(|_| dead("compute"))??;
+            }
+            Ok(Report {
+                stats: self.stats.snapshot(),
+                latency_bound_ms: self.latency_bound_ms,
+                elapsed: self.started.elapsed(),
+            })
+        })();
+        (result, processor)
     }
 }
 
-impl Drop for Running {
+impl<F> Drop for Running<F> {
     fn drop(&mut self) {
         self.stop();
     }

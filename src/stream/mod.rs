@@ -37,7 +37,7 @@ pub mod devices;
 
 pub use config::{Pacing, SampleFormat, StreamConfig, ThreadRole};
 pub use device::{CaptureDevice, DeviceError, PlaybackDevice};
-pub use engine::{Report, Running, start};
+pub use engine::{Report, Running, start, start_with_stats};
 pub use processor::{FrameProcessor, MimiRoundTrip};
 pub use stats::{LoopStats, Snapshot, Summary};
 

@@ -14,8 +14,9 @@ const SETUP: &str = "run tools/audio-test-setup.sh --packages (as root, or with 
 /// A running private PulseAudio daemon with one null sink per name, each reachable as an ALSA
 /// PCM of the same name that plays into the sink and captures from its monitor (a loopback).
 pub struct Pulse {
-    daemon: Child,
+    daemon: Option<Child>,
     helpers: Vec<Child>,
+    sinks: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -64,6 +65,50 @@ impl Pulse {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
         }
         let socket = run.join("pulse/native");
+        let mut conf = String::new();
+        for s in sinks {
+            let srv = socket.display();
+            conf += &format!(
+                "pcm.{s} {{\n  type asym\n  playback.pcm {{ type pulse server \"unix:{srv}\" \
+                 device \"{s}\" }}\n  capture.pcm {{ type pulse server \"unix:{srv}\" device \
+                 \"{s}.monitor\" }}\n}}\n"
+            );
+        }
+        std::fs::write(dir.path().join("config/alsa/asoundrc"), conf).unwrap();
+        let mut pulse = Pulse {
+            daemon: None,
+            helpers: Vec::new(),
+            sinks: sinks.iter().map(|s| s.to_string()).collect(),
+            dir,
+        };
+        pulse.launch();
+        pulse
+    }
+
+    /// Kills the daemon (as a crashed or restarted sound server goes away: clients see their
+    /// streams fail) and waits until it is gone.
+    pub fn kill(&mut self) {
+        // by PID, helpers first, then the daemon
+        for c in self.helpers.iter_mut().chain(self.daemon.as_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.helpers.clear();
+        self.daemon = None;
+    }
+
+    /// Kills the daemon and starts a new one with the same sinks, socket and ALSA names.
+    #[allow(dead_code)] // not every test that shares this module restarts the server
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// Starts the daemon in this directory, and its monitor readers.
+    fn launch(&mut self) {
+        let run = self.dir.path().join("run");
+        let socket = run.join("pulse/native");
+        let _ = std::fs::remove_file(&socket);
         let mut cmd = Command::new("pulseaudio");
         cmd.args([
             "-n",
@@ -74,38 +119,33 @@ impl Pulse {
         ])
         .arg(format!(
             "--log-target=file:{}",
-            dir.path().join("pulse.log").display()
+            self.dir.path().join("pulse.log").display()
         ))
         .arg("-L")
         .arg(format!(
             "module-native-protocol-unix auth-anonymous=1 socket={}",
             socket.display()
         ));
-        for s in sinks {
+        for s in &self.sinks {
             cmd.arg("-L").arg(format!(
                 "module-null-sink sink_name={s} rate=24000 channels=1 format=s16le"
             ));
         }
-        let env = Self::env_of(dir.path());
-        let daemon = cmd
+        let env = Self::env_of(self.dir.path());
+        let mut daemon = cmd
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("HOME", dir.path().join("home"))
+            .env("HOME", self.dir.path().join("home"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start pulseaudio ({e}): {SETUP}"));
-        let mut pulse = Pulse {
-            daemon,
-            helpers: Vec::new(),
-            dir,
-        };
         let t0 = Instant::now();
         while !socket.exists() {
-            if let Ok(Some(st)) = pulse.daemon.try_wait() {
+            if let Ok(Some(st)) = daemon.try_wait() {
                 panic!(
                     "pulseaudio exited ({st}); its log: {}",
-                    std::fs::read_to_string(pulse.dir.path().join("pulse.log")).unwrap_or_default()
+                    std::fs::read_to_string(self.dir.path().join("pulse.log")).unwrap_or_default()
                 );
             }
             assert!(
@@ -114,16 +154,7 @@ impl Pulse {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let mut conf = String::new();
-        for s in sinks {
-            let srv = socket.display();
-            conf += &format!(
-                "pcm.{s} {{\n  type asym\n  playback.pcm {{ type pulse server \"unix:{srv}\" \
-                 device \"{s}\" }}\n  capture.pcm {{ type pulse server \"unix:{srv}\" device \
-                 \"{s}.monitor\" }}\n}}\n"
-            );
-        }
-        std::fs::write(pulse.dir.path().join("config/alsa/asoundrc"), conf).unwrap();
+        self.daemon = Some(daemon);
         let pacat = |s: &str| {
             let mut c = Command::new("pacat");
             c.args(["-r", "-d", &format!("{s}.monitor")])
@@ -138,11 +169,11 @@ impl Pulse {
                 .stderr(Stdio::null());
             c
         };
-        for s in sinks {
+        for s in &self.sinks {
             let keep = pacat(s).stdout(Stdio::null()).spawn().expect("pacat");
-            pulse.helpers.push(keep);
+            self.helpers.push(keep);
         }
-        for s in sinks {
+        for s in &self.sinks {
             // one warm-up read per monitor: 0.1 s of audio
             let mut r = pacat(s).stdout(Stdio::piped()).spawn().expect("pacat");
             let mut buf = vec![0u8; 4800];
@@ -151,7 +182,6 @@ impl Pulse {
             let _ = r.wait();
             assert!(ok, "no audio from the monitor of sink {s}");
         }
-        pulse
     }
 
     /// The environment under which ALSA (and libpulse) clients find this daemon and its ALSA
@@ -177,14 +207,6 @@ impl Pulse {
 
 impl Drop for Pulse {
     fn drop(&mut self) {
-        // by PID, helpers first, then the daemon
-        for c in self
-            .helpers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.daemon))
-        {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill();
     }
 }
