@@ -22,6 +22,13 @@
 //! compute pool in whole tiles, blocks rows and tokens for the caches, and hands each call a
 //! [`Tile`].
 //!
+//! # The kernels
+//! - [`scalar`]: the reference tile of each format (set `scalar`, and the fallback).
+//! - `x86`: sets `avx2` and `avx512-vnni`: F32P/F16P 16x6 and 16x12, Q8P 8x4 (`maddubs`) and
+//!   16x4 (`vpdpbusd`).
+//! - `neon`: sets `neon` (ARMv8.0) and `neon-dotprod` (ARMv8.2): F32P/F16P 8x8 in both, Q8P 8x4
+//!   with `smull`/`sadalp` and with `sdot`.
+//!
 //! # Adding a kernel or a format
 //! A format is defined once in [`super::packed`] (layout, packing, element accessors) with its
 //! scalar tile in [`scalar`]. A kernel is a `GemmKernel` value in [`registry`] naming its
@@ -29,6 +36,8 @@
 //! and `tests` checks every registered kernel this CPU can run against the scalar tile (and
 //! counts the ones it cannot run).
 
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -108,7 +117,20 @@ static REGISTRY: &[GemmKernel] = &[
     x86::Q8P_VNNI,
 ];
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(target_arch = "aarch64")]
+static REGISTRY: &[GemmKernel] = &[
+    scalar::F32P,
+    scalar::F16P,
+    scalar::Q8P,
+    neon::F32P_NEON,
+    neon::F16P_NEON,
+    neon::Q8P_NEON,
+    neon::F32P_DOTPROD,
+    neon::F16P_DOTPROD,
+    neon::Q8P_DOTPROD,
+];
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 static REGISTRY: &[GemmKernel] = &[scalar::F32P, scalar::F16P, scalar::Q8P];
 
 /// The kernel `set` uses for `format`.
