@@ -9,12 +9,12 @@
 //! and an utterance that was playing resumes where it was when they come back.
 
 use super::frames::DaemonFrames;
+use super::health::{FAILED, REOPENING, RUNNING};
 use super::state::Shared;
 use crate::stream::{self, AlsaCapture, AlsaPlayback, LoopStats, Report, Running, StreamConfig};
 use crate::{Error, Result};
-use serde_json::{Value, json};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,54 +24,6 @@ pub const REOPEN_FIRST: Duration = Duration::from_millis(500);
 pub const REOPEN_MAX: Duration = Duration::from_secs(5);
 /// How often the supervisor looks at the loop (and, while the devices are away, at cuts).
 const TICK: Duration = Duration::from_millis(50);
-
-const RUNNING: u64 = 0;
-const REOPENING: u64 = 1;
-const FAILED: u64 = 2;
-
-/// The audio devices' health, for `status`.
-#[derive(Debug, Default)]
-pub struct AudioHealth {
-    state: AtomicU64,
-    /// Times the loop was started again on reopened devices.
-    pub reconnects: AtomicU64,
-    /// Reopen attempts that failed.
-    pub failed_attempts: AtomicU64,
-    /// When the devices were lost (ns since the shared epoch; 0: not lost).
-    lost_since_ns: AtomicU64,
-    /// Time spent without devices, over the daemon's life (ns; the current loss excluded).
-    lost_total_ns: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-impl AudioHealth {
-    fn set_error(&self, e: &str) {
-        if let Ok(mut g) = self.last_error.lock() {
-            *g = Some(e.to_string());
-        }
-    }
-
-    /// The `audio` section of `status`.
-    pub fn status(&self, now_ns: u64) -> Value {
-        let state = match self.state.load(Relaxed) {
-            RUNNING => "running",
-            REOPENING => "reopening",
-            _ => "failed",
-        };
-        let since = self.lost_since_ns.load(Relaxed);
-        let lost_for = (since != 0).then(|| now_ns.saturating_sub(since));
-        let total = self.lost_total_ns.load(Relaxed) + lost_for.unwrap_or(0);
-        let last_error = self.last_error.lock().ok().and_then(|g| g.clone());
-        json!({
-            "state": state,
-            "reconnects": self.reconnects.load(Relaxed),
-            "failed_attempts": self.failed_attempts.load(Relaxed),
-            "lost_for_s": lost_for.map(|ns| ns as f64 / 1e9),
-            "lost_total_s": total as f64 / 1e9,
-            "last_error": last_error,
-        })
-    }
-}
 
 /// The devices to (re)open and how.
 #[derive(Clone, Debug)]

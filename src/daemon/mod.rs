@@ -21,8 +21,10 @@
 //! an utterance, because generation was late), dropped frames, and the configured bound
 //! (playback buffer + one period) of the path from the frame thread to the speaker.
 
+#[cfg(feature = "alsa")]
 pub mod audio;
 pub mod frames;
+pub mod health;
 pub mod protocol;
 pub mod session;
 pub mod socket;

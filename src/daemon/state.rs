@@ -3,7 +3,7 @@
 //! `status` reply built from them and the audio loop's own statistics. All atomics: the frame
 //! thread reads and writes them without locks or allocation.
 
-use super::audio::AudioHealth;
+use super::health::AudioHealth;
 use super::turn::TurnCounters;
 use crate::stream::LoopStats;
 use crate::stream::stats::{Histogram, Summary};
