@@ -80,12 +80,7 @@ fn settings() -> Settings {
         preset: common::arg("--preset").unwrap_or(if quick { "csm-mid" } else { "csm-1b" }.into()),
         dtypes: dtypes
             .iter()
-            .map(|d| match d.as_str() {
-                "f32" => SynthDtype::F32,
-                "f16" => SynthDtype::F16,
-                "q8" => SynthDtype::Q8,
-                other => panic!("--dtype: unknown format {other}"),
-            })
+            .map(|d| SynthDtype::parse(d).unwrap_or_else(|e| panic!("--dtype: {e}")))
             .collect(),
         threads,
         frames: num("--frames", 16, 3),

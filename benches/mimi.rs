@@ -50,12 +50,7 @@ fn settings() -> Settings {
     );
     let dtypes: Vec<SynthDtype> = dtypes
         .iter()
-        .map(|d| match d.as_str() {
-            "f32" => SynthDtype::F32,
-            "f16" => SynthDtype::F16,
-            "q8" => SynthDtype::Q8,
-            other => panic!("--dtype: unknown format {other}"),
-        })
+        .map(|d| SynthDtype::parse(d).unwrap_or_else(|e| panic!("--dtype: {e}")))
         .collect();
     if let Some(frames) = profile {
         return Settings {
@@ -154,7 +149,7 @@ fn main() {
     let s = settings();
     Kernels::init().expect("kernel selection");
     let cfg = MimiConfig::default();
-    let models: Vec<(&str, std::path::PathBuf)> = s
+    let models: Vec<(String, std::path::PathBuf)> = s
         .dtypes
         .iter()
         .map(|&d| (d.name(), models::ensure("mimi", d)))

@@ -4,10 +4,10 @@
 
 mod cli;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use edgecsm::audio::output::is_stdout;
 use edgecsm::kernels::Kernels;
-use edgecsm::quantize::{self, Mode};
+use edgecsm::quantize;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,10 +73,9 @@ impl Command {
     }
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum DtypeArg {
-    Q8,
-    F16,
+/// `--dtype`: a preset or a per-component policy.
+fn parse_policy(s: &str) -> Result<quantize::Policy, String> {
+    quantize::Policy::parse(s)
 }
 
 #[derive(Args, Debug)]
@@ -84,13 +83,15 @@ struct QuantizeArgs {
     /// Source model directory (config.json + safetensors shards).
     #[arg(long)]
     model: PathBuf,
-    /// Target format.
-    #[arg(long, value_enum)]
-    dtype: DtypeArg,
+    /// Target format: a preset (f16, q8, q4, q4-q8depth, q4-f16codec) or a per-component
+    /// policy such as `q4,depth=q8,codec=f16` (components: backbone, depth, heads, embeddings,
+    /// codec; see the README).
+    #[arg(long, value_parser = parse_policy)]
+    dtype: quantize::Policy,
     /// Output directory (must not exist unless --force).
     #[arg(long)]
     out: PathBuf,
-    /// Keep tensors whose name contains PATTERN at F16 instead of Q8 (repeatable).
+    /// Keep tensors whose name contains PATTERN at F16 (repeatable).
     #[arg(long, value_name = "PATTERN")]
     keep: Vec<String>,
     /// Replace an existing output directory.
@@ -250,10 +251,7 @@ fn run_quantize(ctx: &Context, a: QuantizeArgs) -> edgecsm::Result<()> {
     let opts = quantize::Options {
         model: a.model,
         out: a.out,
-        mode: match a.dtype {
-            DtypeArg::Q8 => Mode::Q8,
-            DtypeArg::F16 => Mode::F16,
-        },
+        policy: a.dtype,
         keep: a.keep,
         force: a.force,
     };

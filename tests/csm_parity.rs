@@ -8,7 +8,7 @@ mod csm_common;
 
 use csm_common::*;
 use edgecsm::csm::{Conversation, Csm, GenerateOptions, InvalidCodes, Segment, StopReason};
-use edgecsm::quantize::{self, Mode, Options};
+use edgecsm::quantize::{self, Options, Policy};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
@@ -126,11 +126,11 @@ fn quantized_agreement_is_reported() {
     for name in fixture_names() {
         let dir = fixture_root().join(&name);
         let f = fixture(&dir);
-        let variants: [(&str, Mode, &[&str]); 4] = [
-            ("f16", Mode::F16, &[]),
-            ("q8", Mode::Q8, &[]),
-            ("q8 --keep depth_decoder.", Mode::Q8, &["depth_decoder."]),
-            ("q8 --keep embed", Mode::Q8, &["embed"]),
+        let variants: [(&str, Policy, &[&str]); 4] = [
+            ("f16", Policy::F16, &[]),
+            ("q8", Policy::Q8, &[]),
+            ("q8 --keep depth_decoder.", Policy::Q8, &["depth_decoder."]),
+            ("q8 --keep embed", Policy::Q8, &["embed"]),
         ];
         for (label, mode, keep) in variants {
             let tmp = tempfile::tempdir().unwrap();
@@ -139,7 +139,7 @@ fn quantized_agreement_is_reported() {
                 &Options {
                     model: dir.clone(),
                     out: out.clone(),
-                    mode,
+                    policy: mode,
                     keep: keep.iter().map(|s| s.to_string()).collect(),
                     force: false,
                 },

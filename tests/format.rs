@@ -6,16 +6,16 @@
 mod csm_common;
 
 use csm_common::*;
-use edgecsm::quantize::{self, Mode, Options};
-use edgecsm::weights::{FORMAT_VERSION, FORMAT_VERSION_KEY, Weights};
+use edgecsm::quantize::{self, Options, Policy};
+use edgecsm::weights::{FORMAT_VERSION, FORMAT_VERSION_KEY, FORMAT_VERSION_MIN, Weights};
 use std::path::Path;
 
-fn convert(src: &Path, out: &Path, mode: Mode) {
+fn convert(src: &Path, out: &Path, mode: Policy) {
     quantize::quantize(
         &Options {
             model: src.to_path_buf(),
             out: out.to_path_buf(),
-            mode,
+            policy: mode,
             keep: Vec::new(),
             force: false,
         },
@@ -28,7 +28,7 @@ fn convert(src: &Path, out: &Path, mode: Mode) {
 fn converted_models_map_every_matrix_of_a_frame_including_the_codebook_heads() {
     let src = fixture_root().join("a");
     let tmp = tempfile::tempdir().unwrap();
-    for mode in [Mode::F16, Mode::Q8] {
+    for mode in [Policy::F16, Policy::Q8] {
         let out = tmp.path().join(mode.name());
         convert(&src, &out, mode);
         let w = Weights::open(&out).unwrap();
@@ -68,15 +68,23 @@ fn set_metadata(file: &Path, key: &str, value: &str) {
 fn a_file_of_another_format_number_is_refused_with_a_way_out() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("q8");
-    convert(&fixture_root().join("a"), &out, Mode::Q8);
+    convert(&fixture_root().join("a"), &out, Policy::Q8);
     assert!(Weights::open(&out).is_ok());
     set_metadata(&out.join("model.safetensors"), FORMAT_VERSION_KEY, "1");
     let e = Weights::open(&out).unwrap_err().to_string();
     assert!(
         e.contains("format 1")
-            && e.contains(&format!("reads format {FORMAT_VERSION}"))
+            && e.contains(&format!("formats {FORMAT_VERSION_MIN} to {FORMAT_VERSION}"))
             && e.contains("edgecsm quantize"),
         "{e}"
     );
     assert!(edgecsm::csm::Csm::load(&out).is_err());
+    // A newer file is refused the same way; the oldest layout still read is accepted.
+    let newer = (FORMAT_VERSION + 1).to_string();
+    set_metadata(&out.join("model.safetensors"), FORMAT_VERSION_KEY, &newer);
+    let e = Weights::open(&out).unwrap_err().to_string();
+    assert!(e.contains(&format!("format {newer}")), "{e}");
+    let oldest = FORMAT_VERSION_MIN.to_string();
+    set_metadata(&out.join("model.safetensors"), FORMAT_VERSION_KEY, &oldest);
+    assert!(Weights::open(&out).is_ok());
 }

@@ -4,7 +4,7 @@
 mod mimi_common;
 
 use edgecsm::mimi::Mimi;
-use edgecsm::quantize::{Mode, Options, quantize};
+use edgecsm::quantize::{Options, Policy, quantize};
 use mimi_common::*;
 use std::path::Path;
 
@@ -108,7 +108,7 @@ fn fixture_b_matches_reference() {
 
 /// Encodes and decodes every input with converted weights; prints the decoded-audio SNR
 /// against the reference decode of the reference codes, and the code agreement.
-fn quantized_report(name: &str, mode: Mode) {
+fn quantized_report(name: &str, mode: Policy) {
     let dir = fixture_dir(name);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("model");
@@ -116,7 +116,7 @@ fn quantized_report(name: &str, mode: Mode) {
         &Options {
             model: dir.clone(),
             out: out.clone(),
-            mode,
+            policy: mode,
             keep: vec![],
             force: false,
         },
@@ -127,7 +127,7 @@ fn quantized_report(name: &str, mode: Mode) {
     report(name, mode, &dir, &mimi);
 }
 
-fn report(name: &str, mode: Mode, dir: &Path, mimi: &Mimi) {
+fn report(name: &str, mode: Policy, dir: &Path, mimi: &Mimi) {
     let nq = mimi.num_quantizers();
     for input in inputs(dir) {
         let (pcm, _) = f32s(dir, &format!("{input}.input.npy"));
@@ -166,7 +166,7 @@ fn report(name: &str, mode: Mode, dir: &Path, mimi: &Mimi) {
 #[test]
 fn f16_and_q8_weights_report_snr_and_code_agreement() {
     for name in ["a", "b"] {
-        for mode in [Mode::F16, Mode::Q8] {
+        for mode in [Policy::F16, Policy::Q8] {
             quantized_report(name, mode);
         }
     }

@@ -3,10 +3,10 @@
 
 mod common;
 use edgecsm::kernels::matmul::{Format, matmul};
-use edgecsm::kernels::packed::{PackedFormat, q8p_scale};
+use edgecsm::kernels::packed::{PackedFormat, q4p_scale, q8p_scale};
 use edgecsm::kernels::q8::QK;
 use edgecsm::kernels::{Kernels, Mat, Pool, QScratch};
-use edgecsm::quantize::{Mode, Options, Target, quantize};
+use edgecsm::quantize::{Options, Policy, Target, quantize};
 use edgecsm::weights::{Layout, TensorFormat, Weights};
 use half::{bf16, f16};
 use serde_json::{Value, json};
@@ -92,6 +92,7 @@ fn t(name: &'static str, dtype: &'static str, shape: &[usize], seed: u64) -> T {
 
 const Q8P: Target = Target::Packed(PackedFormat::Q8P, Layout::Rows);
 const F16P: Target = Target::Packed(PackedFormat::F16P, Layout::Rows);
+const Q4P: Target = Target::Packed(PackedFormat::Q4P, Layout::Rows);
 
 /// The tiny model and what the q8 policy (with `--keep depth_decoder.`) must do with it.
 fn tiny_model() -> Vec<(T, Target)> {
@@ -163,11 +164,11 @@ fn write_model(dir: &Path, sharded: bool) -> Vec<(T, Target)> {
     model
 }
 
-fn opts(model: &Path, out: &Path, mode: Mode) -> Options {
+fn opts(model: &Path, out: &Path, mode: Policy) -> Options {
     Options {
         model: model.to_path_buf(),
         out: out.to_path_buf(),
-        mode,
+        policy: mode,
         keep: vec!["depth_decoder.".into()],
         force: false,
     }
@@ -207,10 +208,14 @@ fn check_products(t: &T, m: &Mat) {
                         .sum::<f64>()
                         / 2048.0
                 }
-                Mat::Q8P { w: packed, .. } => {
+                Mat::Q8P { w: packed, .. } | Mat::Q4P { w: packed, .. } => {
                     let mut b = 0f64;
                     for (blk, xb) in xt.chunks(QK).enumerate() {
-                        let ew = 0.5 * q8p_scale(packed, cols, r, blk).to_f32() as f64;
+                        let d = match *m {
+                            Mat::Q8P { .. } => q8p_scale(packed, cols, r, blk),
+                            _ => q4p_scale(packed, cols, r, blk),
+                        };
+                        let ew = 0.5 * d.to_f32().abs() as f64;
                         let ex = 0.5 * xb.iter().fold(0f32, |a, v| a.max(v.abs())) as f64 / 127.0;
                         for (c, xv) in xb.iter().enumerate() {
                             let wv = wr[blk * QK + c] as f64;
@@ -238,7 +243,7 @@ fn q8_conversion_follows_the_policy_and_loads_zero_copy() {
     let out = tmp.path().join("out");
     let model = write_model(&src, false);
     let mut log = Vec::new();
-    let summary = quantize(&opts(&src, &out, Mode::Q8), &mut log).unwrap();
+    let summary = quantize(&opts(&src, &out, Policy::Q8), &mut log).unwrap();
     let log = String::from_utf8(log).unwrap();
     assert!(partials(&out).is_empty());
 
@@ -368,7 +373,7 @@ fn sharded_model_keeps_its_shards_and_index() {
     let src = tmp.path().join("src");
     let out = tmp.path().join("out");
     let model = write_model(&src, true);
-    quantize(&opts(&src, &out, Mode::Q8), &mut std::io::sink()).unwrap();
+    quantize(&opts(&src, &out, Policy::Q8), &mut std::io::sink()).unwrap();
     let index: Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("model.safetensors.index.json")).unwrap(),
     )
@@ -414,7 +419,7 @@ fn f16_mode_converts_every_matrix_but_codebooks() {
             (t, want)
         })
         .collect();
-    let mut o = opts(&src, &out, Mode::F16);
+    let mut o = opts(&src, &out, Policy::F16);
     o.keep.clear();
     let s = quantize(&o, &mut std::io::sink()).unwrap();
     assert!(!s.counts().contains_key(&Target::Q8));
@@ -425,12 +430,59 @@ fn f16_mode_converts_every_matrix_but_codebooks() {
 }
 
 #[test]
+fn q4_and_mixed_policies_pick_each_components_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write_model(&src, false);
+    // (policy, the depth decoder's product weight, the backbone's, report name)
+    for (spec, depth, backbone, name) in [
+        ("q4", Q4P, Q4P, "q4"),
+        ("q4-q8depth", Q8P, Q4P, "q4-q8depth"),
+        (
+            "q8,depth=q4",
+            Q4P,
+            Q8P,
+            "backbone=q8,depth=q4,heads=q8,embeddings=q8,codec=q8",
+        ),
+        (
+            "q4,depth=f16",
+            F16P,
+            Q4P,
+            "backbone=q4,depth=f16,heads=q4,embeddings=q4,codec=q4",
+        ),
+    ] {
+        let policy = Policy::parse(spec).unwrap();
+        let model: Vec<(T, Target)> = tiny_model()
+            .into_iter()
+            .map(|(t, want)| {
+                let want = match (t.name, want) {
+                    ("depth_decoder.proj.weight", _) => depth,
+                    (_, Q8P) => backbone,
+                    (_, w) => w,
+                };
+                (t, want)
+            })
+            .collect();
+        let out = tmp.path().join(spec);
+        let mut o = opts(&src, &out, policy);
+        o.keep.clear();
+        let summary = quantize(&o, &mut std::io::sink()).unwrap().to_string();
+        if backbone == Q4P {
+            assert!(summary.contains("Q4P SNR: min"), "{summary}");
+        }
+        let w = Weights::open(&out).unwrap();
+        assert_eq!(w.shards()[0].metadata()["dtype"], name, "{spec}");
+        check_loaded(&w, &model);
+    }
+}
+
+#[test]
 fn refuses_to_overwrite_and_to_reconvert() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let out = tmp.path().join("out");
     write_model(&src, false);
-    let mut o = opts(&src, &out, Mode::Q8);
+    let mut o = opts(&src, &out, Policy::Q8);
     quantize(&o, &mut std::io::sink()).unwrap();
     let before = std::fs::read(out.join("model.safetensors")).unwrap();
     let e = quantize(&o, &mut std::io::sink()).unwrap_err().to_string();
@@ -452,14 +504,14 @@ fn refuses_to_overwrite_and_to_reconvert() {
 
     // an edgecsm output is not a source
     let again = tmp.path().join("again");
-    let e = quantize(&opts(&out, &again, Mode::F16), &mut std::io::sink())
+    let e = quantize(&opts(&out, &again, Policy::F16), &mut std::io::sink())
         .unwrap_err()
         .to_string();
     assert!(e.contains("already converted"), "{e}");
     assert!(!again.exists());
 
     // --force never deletes the source
-    let mut same = opts(&src, &src, Mode::Q8);
+    let mut same = opts(&src, &src, Policy::Q8);
     same.force = true;
     let e = quantize(&same, &mut std::io::sink())
         .unwrap_err()
@@ -477,7 +529,7 @@ fn a_corrupt_source_leaves_no_output() {
     let shard = src.join("model-00002-of-00002.safetensors");
     let bytes = std::fs::read(&shard).unwrap();
     std::fs::write(&shard, &bytes[..bytes.len() - 3]).unwrap();
-    let e = quantize(&opts(&src, &out, Mode::Q8), &mut std::io::sink())
+    let e = quantize(&opts(&src, &out, Policy::Q8), &mut std::io::sink())
         .unwrap_err()
         .to_string();
     assert!(e.contains("model-00002-of-00002.safetensors"), "{e}");
@@ -505,7 +557,7 @@ fn a_corrupt_source_leaves_no_output() {
     );
     map.insert(clash.name.into(), json!("model-00002-of-00002.safetensors"));
     std::fs::write(&ix, index.to_string()).unwrap();
-    let mut o = opts(&src, &out, Mode::Q8);
+    let mut o = opts(&src, &out, Policy::Q8);
     o.keep.clear();
     let e = quantize(&o, &mut std::io::sink()).unwrap_err().to_string();
     assert!(e.contains("collides"), "{e}");
@@ -586,9 +638,16 @@ fn cli_end_to_end() {
     assert!(!tmp.path().join("o2").exists());
 
     // a bad option value is a usage error, not a panic
-    let r = cli(&["quantize", "--model", s, "--dtype", "q4", "--out", o]);
-    assert!(!r.status.success());
-    assert!(String::from_utf8_lossy(&r.stderr).contains("q4"));
+    for bad in ["q3", "q4,depth=q9", "q4,voice=q8"] {
+        let r = cli(&["quantize", "--model", s, "--dtype", bad, "--out", o]);
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success());
+        assert!(
+            stderr.starts_with("error:") && stderr.contains(bad) && stderr.contains("q4-q8depth"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 
     // a bad kernel override is one clear line
     let r = common::edgecsm()

@@ -4,7 +4,7 @@
 //! the generator's or the on-disk format's version changed since it was written.
 
 use edgecsm::mimi::MimiConfig;
-use edgecsm::quantize::{self, Mode};
+use edgecsm::quantize;
 use edgecsm::synth::csm::{self, CsmShape};
 use edgecsm::synth::{self, DEFAULT_SEED as SEED, STAMP_FILE, SynthDtype, mimi, stamp};
 use std::path::{Path, PathBuf};
@@ -37,16 +37,12 @@ pub fn ensure(preset: &str, dtype: SynthDtype) -> PathBuf {
     let f32_dir = root().join(format!("{preset}-f32"));
     let f32_ok = std::fs::read_to_string(f32_dir.join(STAMP_FILE)).ok()
         == Some(stamp(preset, SynthDtype::F32, SEED));
-    if dtype != SynthDtype::F32 && f32_ok {
+    if let (SynthDtype::Quantized(policy), true) = (dtype, f32_ok) {
         // convert the f32 model already there, as `edgecsm synth` would have
         let opts = quantize::Options {
             model: f32_dir,
             out: dir.clone(),
-            mode: if dtype == SynthDtype::Q8 {
-                Mode::Q8
-            } else {
-                Mode::F16
-            },
+            policy,
             keep: Vec::new(),
             force: false,
         };

@@ -24,21 +24,16 @@ pub enum Preset {
     Mimi,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DtypeArg {
-    F32,
-    F16,
-    Q8,
-}
-
 #[derive(Args, Debug)]
 pub struct SynthArgs {
     /// Which shape.
     #[arg(value_enum)]
     pub preset: Preset,
-    /// Weight format (f16/q8 are converted from f32 by `quantize`, as real weights are).
-    #[arg(long, value_enum, default_value = "q8")]
-    pub dtype: DtypeArg,
+    /// Weight format: f32 as generated, or any `quantize --dtype` value (f16, q8, q4, a
+    /// preset or a per-component policy), converted from f32 by `quantize` as real weights
+    /// are.
+    #[arg(long, default_value = "q8", value_parser = SynthDtype::parse)]
+    pub dtype: SynthDtype,
     /// Output directory (must not exist).
     #[arg(long)]
     pub out: PathBuf,
@@ -49,11 +44,7 @@ pub struct SynthArgs {
 
 pub fn run(a: SynthArgs) -> Result<String> {
     let t0 = Instant::now();
-    let dtype = match a.dtype {
-        DtypeArg::F32 => SynthDtype::F32,
-        DtypeArg::F16 => SynthDtype::F16,
-        DtypeArg::Q8 => SynthDtype::Q8,
-    };
+    let dtype = a.dtype;
     let (name, params) = match a.preset {
         Preset::Csm1b | Preset::CsmMid => {
             let name = name_of(a.preset);

@@ -115,7 +115,7 @@ type QuantQ8 = unsafe fn(&[f32], &mut [i8], &mut [f32]);
 #[derive(Clone, Copy)]
 pub struct Kernels {
     set: KernelSet,
-    gemm: [&'static GemmKernel; 3],
+    gemm: [&'static GemmKernel; PackedFormat::ALL.len()],
     quant_q8: QuantQ8,
 }
 

@@ -1,4 +1,4 @@
-//! Matrix products with f32 activations and packed F32P/F16P/Q8P weights ([`super::packed`]),
+//! Matrix products with f32 activations and packed F32P/F16P/Q8P/Q4P weights ([`super::packed`]),
 //! split over the threads of a [`Pool`] by output rows (each part reads its own panels of the
 //! weights) and computed tile by tile by the kernel set's microkernels ([`super::gemm`]).
 //!
@@ -55,6 +55,12 @@ pub enum Mat<'a> {
         rows: usize,
         cols: usize,
     },
+    /// Packed Q4 panel-blocks (bytes).
+    Q4P {
+        w: &'a [u8],
+        rows: usize,
+        cols: usize,
+    },
 }
 
 /// The weight format of a [`Mat`] (and of a stored tensor).
@@ -74,7 +80,8 @@ impl<'a> Mat<'a> {
             | Mat::Q8 { rows, .. }
             | Mat::F32P { rows, .. }
             | Mat::F16P { rows, .. }
-            | Mat::Q8P { rows, .. } => rows,
+            | Mat::Q8P { rows, .. }
+            | Mat::Q4P { rows, .. } => rows,
         }
     }
     pub fn cols(&self) -> usize {
@@ -84,7 +91,8 @@ impl<'a> Mat<'a> {
             | Mat::Q8 { cols, .. }
             | Mat::F32P { cols, .. }
             | Mat::F16P { cols, .. }
-            | Mat::Q8P { cols, .. } => cols,
+            | Mat::Q8P { cols, .. }
+            | Mat::Q4P { cols, .. } => cols,
         }
     }
     pub fn format(&self) -> Format {
@@ -95,6 +103,7 @@ impl<'a> Mat<'a> {
             Mat::F32P { .. } => Format::Packed(PackedFormat::F32P),
             Mat::F16P { .. } => Format::Packed(PackedFormat::F16P),
             Mat::Q8P { .. } => Format::Packed(PackedFormat::Q8P),
+            Mat::Q4P { .. } => Format::Packed(PackedFormat::Q4P),
         }
     }
     /// Bytes of weight data a product reads (scales and padding included).
@@ -103,7 +112,7 @@ impl<'a> Mat<'a> {
             Mat::F32 { w, .. } | Mat::F32P { w, .. } => w.len() * 4,
             Mat::F16 { w, .. } | Mat::F16P { w, .. } => w.len() * 2,
             Mat::Q8 { q, d, .. } => q.len() + d.len() * 2,
-            Mat::Q8P { w, .. } => w.len(),
+            Mat::Q8P { w, .. } | Mat::Q4P { w, .. } => w.len(),
         }
     }
 
@@ -153,6 +162,11 @@ impl<'a> Mat<'a> {
                 rows: r1 - r0,
                 cols,
             },
+            Mat::Q4P { w, cols, .. } => Mat::Q4P {
+                w: &w[panel_rows(PackedFormat::Q4P, cols)],
+                rows: r1 - r0,
+                cols,
+            },
         }
     }
 
@@ -185,6 +199,7 @@ impl<'a> Mat<'a> {
                 }
             }
             Mat::Q8P { w, .. } => packed::q8p_row(w, cols, r, out),
+            Mat::Q4P { w, .. } => packed::q4p_row(w, cols, r, out),
         }
     }
 }
@@ -261,7 +276,7 @@ impl Plan {
         let (wptr, elem, wlen) = match *w {
             Mat::F32P { w, .. } => (w.as_ptr().cast::<u8>(), 4, w.len()),
             Mat::F16P { w, .. } => (w.as_ptr().cast::<u8>(), 2, w.len()),
-            Mat::Q8P { w, .. } => (w.as_ptr(), 1, w.len()),
+            Mat::Q8P { w, .. } | Mat::Q4P { w, .. } => (w.as_ptr(), 1, w.len()),
             _ => unreachable!("checked: packed"),
         };
         assert_eq!(
@@ -273,7 +288,7 @@ impl Plan {
         let nb = blocks(cols);
         let (xptr, ldx, x_elem, xd, ldd): (*const u8, usize, usize, *const f32, usize) =
             match (format, x) {
-                (PackedFormat::Q8P, Act::Q8 { xq, xd }) => {
+                (PackedFormat::Q8P | PackedFormat::Q4P, Act::Q8 { xq, xd }) => {
                     assert!(
                         xq.len() >= n * nb * QK && xd.len() >= n * nb,
                         "matmul: Q8 activations are not {n} x {nb} blocks"
@@ -379,8 +394,8 @@ impl Plan {
 }
 
 /// `y[t, r] = dot(w[r], x[t])` for `n = x.len() / w.cols()` tokens; `y` is `[n, w.rows()]`.
-/// With one token this is the decode-step matrix-vector product. `w` must be packed; Q8P
-/// weights quantize the activations into `s` first.
+/// With one token this is the decode-step matrix-vector product. `w` must be packed; Q8P and
+/// Q4P weights quantize the activations into `s` first.
 pub fn matmul(k: &Kernels, pool: &Pool, w: &Mat, x: &[f32], y: &mut [f32], s: &mut QScratch) {
     let cols = w.cols();
     assert!(cols > 0 || x.is_empty(), "matmul: zero columns");
@@ -397,7 +412,7 @@ pub fn matmul(k: &Kernels, pool: &Pool, w: &Mat, x: &[f32], y: &mut [f32], s: &m
         y.fill(0.0);
         return;
     }
-    let act = if w.format() == Format::Packed(PackedFormat::Q8P) {
+    let act = if matches!(w.format(), Format::Packed(f) if f.integer()) {
         let nb = blocks(cols);
         assert!(
             s.xd.len() >= n * nb,
@@ -524,6 +539,20 @@ mod tests {
                         // both operands carry at most half a step of error per value (1/254
                         // of the block's max, 1 here)
                         assert!((a - b).abs() < 0.02 * (cols as f32).sqrt(), "q8 {a} vs {b}");
+                    }
+                    let (q, d) = crate::kernels::q4::quantize_matrix(&w, rows, cols);
+                    let wp = crate::kernels::packed::pack_q4(&q, &d, rows, cols);
+                    matmul(
+                        k,
+                        &pool,
+                        &Mat::Q4P { w: &wp, rows, cols },
+                        &x,
+                        &mut y,
+                        &mut s,
+                    );
+                    for (a, b) in y.iter().zip(&want) {
+                        // a weight error of up to one step (1/8 of the block's max, 1 here)
+                        assert!((a - b).abs() < 0.25 * (cols as f32).sqrt(), "q4 {a} vs {b}");
                     }
                 }
             }

@@ -2,7 +2,7 @@
 //!
 //! The hot loops live behind one table, [`Kernels`], chosen once at start-up by CPU feature
 //! detection ([`dispatch`]): a register-tile microkernel per packed weight format ([`packed`]:
-//! F32P, F16P, Q8P, each defined once) registered with its tile shape in [`gemm`], with scalar
+//! F32P, F16P, Q8P, Q4P, each defined once) registered with its tile shape in [`gemm`], with scalar
 //! references and SIMD twins (AVX2, AVX-512 VNNI, NEON, NEON `sdot`), and the activation
 //! quantizer ([`scalar`], `x86`, `neon`). Everything above that table — threading over output
 //! rows ([`pool`]), matrix-vector and matrix-matrix products ([`matmul`]) and the model building
@@ -17,6 +17,7 @@ pub mod matmul;
 pub mod norm;
 pub mod packed;
 pub mod pool;
+pub mod q4;
 pub mod q8;
 pub mod rope;
 pub mod scalar;

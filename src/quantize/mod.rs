@@ -1,6 +1,6 @@
 //! `edgecsm quantize`: converts a model directory (config + safetensors shards + tokenizer and
 //! other files) into a new directory whose tensors are stored in the layouts the kernels read
-//! (Q8 blocks and F16, see [`policy`]), so loading it is a zero-copy memory map.
+//! (packed Q4/Q8/F16 panels and tables, see [`policy`]), so loading it is a zero-copy memory map.
 //!
 //! The conversion is atomic: it is built in a sibling directory `OUT.partial-<pid>` that is
 //! renamed to `OUT` only when complete, and removed on any error or interruption (SIGINT,
@@ -16,7 +16,7 @@ pub mod report;
 mod shard;
 pub mod writer;
 
-pub use policy::{Mode, Target, plan};
+pub use policy::{Component, Policy, Precision, Target, plan};
 pub use report::{Summary, TensorReport};
 
 use crate::audio::cleanup;
@@ -35,8 +35,9 @@ pub struct Options {
     pub model: PathBuf,
     /// The output directory (must not exist unless `force`).
     pub out: PathBuf,
-    pub mode: Mode,
-    /// Substrings of tensor names kept at F16 instead of Q8.
+    /// The precision of each component (see [`policy`]).
+    pub policy: Policy,
+    /// Substrings of tensor names kept at F16.
     pub keep: Vec<String>,
     /// Replace an existing output directory.
     pub force: bool,
@@ -110,7 +111,7 @@ pub fn quantize(opts: &Options, log: &mut dyn Write) -> Result<Summary> {
         let done = shard::convert_shard(
             shard,
             &partial.join(file_name),
-            opts.mode,
+            &opts.policy,
             &opts.keep,
             &roles,
         )?;

@@ -84,12 +84,25 @@ impl Summary {
         m
     }
 
-    /// (min, median) SNR of the tensors converted to `target`, if any were lossy.
-    pub fn snr_stats(&self, target: Target) -> Option<(f64, f64)> {
+    /// Tensors per output format name, in the order of [`Target`] (the packed arrangements
+    /// of one format counted together).
+    pub fn counts_by_name(&self) -> Vec<(&'static str, usize)> {
+        let mut v: Vec<(&'static str, usize)> = Vec::new();
+        for (t, n) in self.counts() {
+            match v.iter_mut().find(|(name, _)| *name == t.name()) {
+                Some((_, m)) => *m += n,
+                None => v.push((t.name(), n)),
+            }
+        }
+        v
+    }
+
+    /// (min, median) SNR of the tensors converted to the format named `name`, if any were lossy.
+    pub fn snr_stats(&self, name: &str) -> Option<(f64, f64)> {
         let mut v: Vec<f64> = self
             .tensors
             .iter()
-            .filter(|t| t.target == target)
+            .filter(|t| t.target.name() == name)
             .filter_map(|t| t.snr_db)
             .collect();
         if v.is_empty() {
@@ -102,11 +115,8 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let counts: Vec<String> = self
-            .counts()
-            .iter()
-            .map(|(t, n)| format!("{n} {}", t.name()))
-            .collect();
+        let by_name = self.counts_by_name();
+        let counts: Vec<String> = by_name.iter().map(|(t, n)| format!("{n} {t}")).collect();
         writeln!(f, "{} tensors: {}", self.tensors.len(), counts.join(", "))?;
         let mb = |b: u64| b as f64 / (1 << 20) as f64;
         write!(
@@ -122,13 +132,9 @@ impl fmt::Display for Summary {
                 100.0 * self.bytes_after as f64 / self.bytes_before as f64
             )?;
         }
-        for target in [Target::Q8, Target::F16] {
-            if let Some((min, med)) = self.snr_stats(target) {
-                write!(
-                    f,
-                    "\n{} SNR: min {min:.1} dB, median {med:.1} dB",
-                    target.name()
-                )?;
+        for (name, _) in &by_name {
+            if let Some((min, med)) = self.snr_stats(name) {
+                write!(f, "\n{name} SNR: min {min:.1} dB, median {med:.1} dB")?;
             }
         }
         if !self.copied.is_empty() {

@@ -1,10 +1,11 @@
 //! Converting one safetensors shard into its output file, tensor by tensor and row by row, so
 //! memory stays bounded by one row of the largest tensor.
 
-use super::policy::{Mode, Roles, Target, plan};
+use super::policy::{Policy, Roles, Target, plan};
 use super::report::{SnrAcc, TensorReport};
 use super::writer::{OutTensor, StreamWriter};
 use crate::kernels::packed::{self, PackedFormat};
+use crate::kernels::q4;
 use crate::kernels::q8::{QK, blocks, dequantize_row, quantize_matrix, quantize_weight_row};
 use crate::weights::{
     Dtype, FORMAT_EDGECSM, FORMAT_KEY, FORMAT_VERSION, FORMAT_VERSION_KEY, PACKED_KEY, PackedInfo,
@@ -46,7 +47,7 @@ fn row_split(shape: &[usize]) -> (usize, usize) {
 pub fn convert_shard(
     src: &SafetensorsFile,
     dst: &Path,
-    mode: Mode,
+    policy: &Policy,
     keep: &[String],
     roles: &Roles,
 ) -> Result<ShardOutput> {
@@ -58,7 +59,7 @@ pub fn convert_shard(
     let mut packed_infos = BTreeMap::new();
     for (i, name) in names.iter().enumerate() {
         let Some(t) = src.get(name) else { continue };
-        let target = plan(mode, name, t.dtype, &t.shape, keep, roles);
+        let target = plan(policy, name, t.dtype, &t.shape, keep, roles);
         targets.push(target);
         let mut add = |name: String, dtype: Dtype, shape: Vec<usize>, part: Part| {
             jobs.insert(name.clone(), (i, part));
@@ -84,7 +85,7 @@ pub fn convert_shard(
                 let dtype = match format {
                     PackedFormat::F32P => Dtype::F32,
                     PackedFormat::F16P => Dtype::F16,
-                    PackedFormat::Q8P => Dtype::U8,
+                    PackedFormat::Q8P | PackedFormat::Q4P => Dtype::U8,
                 };
                 packed_infos.insert(
                     name.clone(),
@@ -112,7 +113,7 @@ pub fn convert_shard(
     let mut meta = BTreeMap::new();
     meta.insert(FORMAT_KEY.to_string(), FORMAT_EDGECSM.to_string());
     meta.insert(FORMAT_VERSION_KEY.into(), FORMAT_VERSION.to_string());
-    meta.insert("dtype".into(), mode.name().into());
+    meta.insert("dtype".into(), policy.name());
     meta.insert("source_sha256".into(), sha256_hex(src.bytes()));
     let file_name = src
         .path()
@@ -187,7 +188,7 @@ pub fn convert_shard(
         let Some(t) = src.get(name) else { continue };
         let target = targets[i];
         let lossy = match target {
-            Target::Q8 | Target::Packed(PackedFormat::Q8P, _) => true,
+            Target::Q8 | Target::Packed(PackedFormat::Q8P | PackedFormat::Q4P, _) => true,
             Target::F16 | Target::Packed(PackedFormat::F16P, _) => t.dtype != Dtype::F16,
             _ => false,
         };
@@ -276,6 +277,18 @@ impl RowBufs {
                     snr.add(&m[r * cols..(r + 1) * cols], &self.y);
                 }
                 self.out = packed::pack_q8(&q, &d, rows, cols);
+            }
+            PackedFormat::Q4P => {
+                let (q, d) = q4::quantize_matrix(m, rows, cols);
+                let nb = blocks(cols);
+                self.y.resize(cols, 0.0);
+                for r in 0..rows {
+                    for (k, y) in self.y.iter_mut().enumerate() {
+                        *y = q4::value(q[r * nb * QK + k], d[r * nb + k / QK]);
+                    }
+                    snr.add(&m[r * cols..(r + 1) * cols], &self.y);
+                }
+                self.out = packed::pack_q4(&q, &d, rows, cols);
             }
         }
         &self.out

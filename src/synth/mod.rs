@@ -29,7 +29,7 @@ pub const VERSION: u32 = 1;
 pub const DEFAULT_SEED: u64 = 0x00c5_3b1b;
 
 use crate::quantize::writer::{OutTensor, StreamWriter};
-use crate::quantize::{self, Mode};
+use crate::quantize::{self, Policy};
 use crate::weights::Dtype;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -231,20 +231,33 @@ pub fn tensor_values(t: &TensorSpec, seed: u64) -> Vec<f32> {
     v
 }
 
-/// Weight format of a synthetic model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Weight format of a synthetic model: F32 as generated, or converted by `quantize` with a
+/// policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SynthDtype {
     F32,
-    F16,
-    Q8,
+    Quantized(Policy),
 }
 
 impl SynthDtype {
-    pub fn name(self) -> &'static str {
+    pub const F16: SynthDtype = SynthDtype::Quantized(Policy::F16);
+    pub const Q8: SynthDtype = SynthDtype::Quantized(Policy::Q8);
+    pub const Q4: SynthDtype = SynthDtype::Quantized(Policy::Q4);
+
+    /// `f32`, or a quantization policy's name (its preset name, or the component list).
+    pub fn name(self) -> String {
         match self {
-            SynthDtype::F32 => "f32",
-            SynthDtype::F16 => "f16",
-            SynthDtype::Q8 => "q8",
+            SynthDtype::F32 => "f32".into(),
+            SynthDtype::Quantized(p) => p.name(),
+        }
+    }
+
+    /// `f32` or anything [`Policy::parse`] takes.
+    pub fn parse(s: &str) -> std::result::Result<SynthDtype, String> {
+        if s == "f32" {
+            Ok(SynthDtype::F32)
+        } else {
+            Policy::parse(s).map(SynthDtype::Quantized)
         }
     }
 }
@@ -305,16 +318,11 @@ pub fn write_model(
             std::fs::write(&p, text).map_err(|e| Error::io(&p, e))?;
         }
         write_safetensors(&src.join("model.safetensors"), specs, seed)?;
-        let mode = match dtype {
-            SynthDtype::F32 => None,
-            SynthDtype::F16 => Some(Mode::F16),
-            SynthDtype::Q8 => Some(Mode::Q8),
-        };
-        if let Some(mode) = mode {
+        if let SynthDtype::Quantized(policy) = dtype {
             let opts = quantize::Options {
                 model: f32_dir.clone(),
                 out: partial.clone(),
-                mode,
+                policy,
                 keep: Vec::new(),
                 force: false,
             };

@@ -59,7 +59,11 @@ pub const FORMAT_VERSION_KEY: &str = "edgecsm_version";
 ///    see [`crate::kernels::packed`] and [`PACKED_KEY`]), conv-transposes and the codebook
 ///    heads in the arrangement the kernels read ([`Layout`]); tensors start on 64-byte
 ///    boundaries. Tables read a row at a time (embeddings) stay row-major.
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: as 3, with the 4-bit packed format Q4P ([`crate::kernels::packed`]) among them. A format-3
+///    file is read as it is (it is a format-4 file without Q4P tensors).
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest on-disk format this build reads.
+pub const FORMAT_VERSION_MIN: u32 = 3;
 /// Metadata key holding a JSON object `{name: PackedInfo}` for the tensors stored packed.
 pub const PACKED_KEY: &str = "edgecsm_packed";
 
@@ -328,7 +332,7 @@ impl Weights {
         let (want_dtype, size) = match format {
             PackedFormat::F32P => (Dtype::F32, 4),
             PackedFormat::F16P => (Dtype::F16, 2),
-            PackedFormat::Q8P => (Dtype::U8, 1),
+            PackedFormat::Q8P | PackedFormat::Q4P => (Dtype::U8, 1),
         };
         let each = format.len(rows, cols);
         if t.dtype != want_dtype || t.range.len() != count * each * size {
@@ -363,6 +367,9 @@ impl Weights {
                     }
                     PackedFormat::Q8P => {
                         PackedStore::Q8(Store::mapped(file.map(), r).ok_or_else(misaligned)?)
+                    }
+                    PackedFormat::Q4P => {
+                        PackedStore::Q4(Store::mapped(file.map(), r).ok_or_else(misaligned)?)
                     }
                 };
                 Ok(WeightMatrix::packed(mname, rows, cols, data))
@@ -619,14 +626,17 @@ fn check_format(shard: &SafetensorsFile) -> Result<()> {
         return Ok(());
     }
     let found = meta.get(FORMAT_VERSION_KEY).map_or("none", String::as_str);
-    if found == FORMAT_VERSION.to_string() {
+    if found
+        .parse::<u32>()
+        .is_ok_and(|v| (FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&v))
+    {
         return Ok(());
     }
     Err(Error::BadFile {
         path: shard.path().to_path_buf(),
         msg: format!(
             "converted by `edgecsm quantize` in on-disk format {found}, but this edgecsm reads \
-             format {FORMAT_VERSION}: convert the original checkpoint again with `edgecsm \
+             formats {FORMAT_VERSION_MIN} to {FORMAT_VERSION}: convert the original checkpoint again with `edgecsm \
              quantize`"
         ),
     })

@@ -82,6 +82,7 @@ pub(crate) enum PackedStore {
     F32(Store<f32>),
     F16(Store<f16>),
     Q8(Store<u8>),
+    Q4(Store<u8>),
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +93,7 @@ enum MatData {
     F32P(Store<f32>),
     F16P(Store<f16>),
     Q8P(Store<u8>),
+    Q4P(Store<u8>),
 }
 
 /// A weight matrix `[rows, cols]` in a kernel format, owning its data (or a share of the map).
@@ -192,6 +194,11 @@ impl WeightMatrix {
                 rows,
                 cols,
             },
+            MatData::Q4P(w) => Mat::Q4P {
+                w: w.as_slice(),
+                rows,
+                cols,
+            },
         }
     }
 
@@ -213,6 +220,7 @@ impl WeightMatrix {
             MatData::F32P(_) => Format::Packed(PackedFormat::F32P),
             MatData::F16P(_) => Format::Packed(PackedFormat::F16P),
             MatData::Q8P(_) => Format::Packed(PackedFormat::Q8P),
+            MatData::Q4P(_) => Format::Packed(PackedFormat::Q4P),
         }
     }
 
@@ -223,6 +231,7 @@ impl WeightMatrix {
             PackedStore::F32(w) => MatData::F32P(w),
             PackedStore::F16(w) => MatData::F16P(w),
             PackedStore::Q8(w) => MatData::Q8P(w),
+            PackedStore::Q4(w) => MatData::Q4P(w),
         };
         WeightMatrix {
             name,
@@ -240,7 +249,7 @@ impl WeightMatrix {
             MatData::Q8 { q, d } => q.is_mapped() && d.is_mapped(),
             MatData::F32P(w) => w.is_mapped(),
             MatData::F16P(w) => w.is_mapped(),
-            MatData::Q8P(w) => w.is_mapped(),
+            MatData::Q8P(w) | MatData::Q4P(w) => w.is_mapped(),
         }
     }
 }

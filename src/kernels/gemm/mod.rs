@@ -10,7 +10,7 @@
 //! - F32P / F16P weights take f32 activations, token-major (`x[t * ldx + k]`); products are
 //!   accumulated in f32 over `k` in order, so a kernel differs from the scalar reference only
 //!   by its use of fused multiply-adds (tested within the reference's rounding bound).
-//! - Q8P weights take Q8 activations ([`super::q8`]: per token, blocks of 32 int8 with an f32
+//! - Q8P and Q4P weights take Q8 activations ([`super::q8`]: per token, blocks of 32 int8 with an f32
 //!   scale, token-major). Per (row, token, block) the kernel forms the exact integer sum of the
 //!   32 products, then adds `isum * (wd * xd)` to an f32 accumulator, blocks in order, with
 //!   separate multiply and add: every kernel equals the scalar reference **bit for bit** (and
@@ -24,8 +24,8 @@
 //!
 //! # The kernels
 //! - [`scalar`]: the reference tile of each format (set `scalar`, and the fallback).
-//! - `x86`: sets `avx2` and `avx512-vnni`: F32P/F16P 16x6 and 16x12, Q8P 8x4 (`maddubs`) and
-//!   16x4 (`vpdpbusd`).
+//! - `x86`: sets `avx2` and `avx512-vnni`: F32P/F16P 16x6 and 32x12, Q8P and Q4P 8x4
+//!   (`maddubs`) and 16x4 (`vpdpbusd`).
 //! - `neon`: sets `neon` (ARMv8.0) and `neon-dotprod` (ARMv8.2): F32P/F16P 8x8 in both, Q8P 8x4
 //!   with `smull`/`sadalp` and with `sdot`.
 //!
@@ -109,12 +109,15 @@ static REGISTRY: &[GemmKernel] = &[
     scalar::F32P,
     scalar::F16P,
     scalar::Q8P,
+    scalar::Q4P,
     x86::F32P_AVX2,
     x86::F16P_AVX2,
     x86::Q8P_AVX2,
+    x86::Q4P_AVX2,
     x86::F32P_VNNI,
     x86::F16P_VNNI,
     x86::Q8P_VNNI,
+    x86::Q4P_VNNI,
 ];
 
 #[cfg(target_arch = "aarch64")]
@@ -122,6 +125,7 @@ static REGISTRY: &[GemmKernel] = &[
     scalar::F32P,
     scalar::F16P,
     scalar::Q8P,
+    scalar::Q4P,
     neon::F32P_NEON,
     neon::F16P_NEON,
     neon::Q8P_NEON,
@@ -131,7 +135,7 @@ static REGISTRY: &[GemmKernel] = &[
 ];
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-static REGISTRY: &[GemmKernel] = &[scalar::F32P, scalar::F16P, scalar::Q8P];
+static REGISTRY: &[GemmKernel] = &[scalar::F32P, scalar::F16P, scalar::Q8P, scalar::Q4P];
 
 /// The kernel `set` uses for `format`.
 pub fn select(set: KernelSet, format: PackedFormat) -> &'static GemmKernel {

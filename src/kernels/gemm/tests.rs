@@ -1,11 +1,11 @@
 //! Every registered kernel against the scalar reference of its format, on tiles with partial
 //! panels, every token count `1..=nr`, column counts around the block and vector sizes, and
-//! values that reach the int8 extremes: Q8P bit for bit, F32P/F16P within the rounding bound
+//! values that reach the int8 extremes: Q8P and Q4P bit for bit, F32P/F16P within the rounding bound
 //! of a k-term dot product computed two ways (`2 k u sum |w x|`, u = 2^-24). A kernel this CPU
 //! cannot run is counted and reported, not silently passed.
 
 use super::{GemmKernel, Tile, registry, scalar};
-use crate::kernels::packed::{PANEL, PackedFormat, pack_float, pack_q8};
+use crate::kernels::packed::{PANEL, PackedFormat, pack_float, pack_q4, pack_q8};
 use crate::kernels::q8::{QK, blocks, quantize_matrix};
 use crate::kernels::test_rand::rand_vec;
 use half::f16;
@@ -47,6 +47,10 @@ fn run(k: &GemmKernel, c: &Case) -> Vec<f32> {
             let (q, d) = quantize_matrix(&c.w, rows, cols);
             (pack_q8(&q, &d, rows, cols), k.format.panel_len(cols))
         }
+        PackedFormat::Q4P => {
+            let (q, d) = crate::kernels::q4::quantize_matrix(&c.w, rows, cols);
+            (pack_q4(&q, &d, rows, cols), k.format.panel_len(cols))
+        }
     };
     // aligned copies, as the map gives them (and the f32/f16 kernels read typed pointers)
     let mut aligned = vec![0u64; wbuf.len().div_ceil(8)];
@@ -57,7 +61,7 @@ fn run(k: &GemmKernel, c: &Case) -> Vec<f32> {
     let nb = blocks(cols);
     let mut xq = vec![0i8; n * nb * QK];
     let mut xd = vec![0f32; n * nb];
-    let (x, ldx): (*const u8, usize) = if k.format == PackedFormat::Q8P {
+    let (x, ldx): (*const u8, usize) = if k.format.integer() {
         let kern = crate::kernels::Kernels::new(crate::kernels::KernelSet::Scalar).unwrap();
         for t in 0..n {
             kern.quantize_q8(
@@ -73,9 +77,9 @@ fn run(k: &GemmKernel, c: &Case) -> Vec<f32> {
     let elem = match k.format {
         PackedFormat::F32P => 4,
         PackedFormat::F16P => 2,
-        PackedFormat::Q8P => 1,
+        PackedFormat::Q8P | PackedFormat::Q4P => 1,
     };
-    let x_elem = if k.format == PackedFormat::Q8P { 1 } else { 4 };
+    let x_elem = if k.format.integer() { 1 } else { 4 };
     // tiles of mr rows by up to nr tokens, as the driver cuts them
     for r0 in (0..rows).step_by(k.mr) {
         for j in (0..n).step_by(k.nr) {
@@ -158,7 +162,7 @@ fn every_registered_kernel_matches_the_scalar_reference() {
         for c in cases(k.nr) {
             let got = run(k, &c);
             let want = run(reference, &c);
-            if k.format == PackedFormat::Q8P {
+            if k.format.integer() {
                 for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(
                         a.to_bits(),
@@ -205,4 +209,40 @@ fn every_registered_kernel_matches_the_scalar_reference() {
 
 fn k_is_f16(k: &GemmKernel) -> bool {
     k.format == PackedFormat::F16P
+}
+
+/// The scalar Q4P tile is the Q4 definition: `sum_k d_w (q - 8) * d_x x_q` over the codes and
+/// scales the format's accessors read back (in f64, within f32 rounding of the tile's sums).
+#[test]
+fn the_q4_reference_computes_the_dequantized_product() {
+    use crate::kernels::packed::{q4p_code, q4p_scale};
+    for c in cases(4).into_iter().step_by(7) {
+        let got = run(&scalar::Q4P, &c);
+        let (q, d) = crate::kernels::q4::quantize_matrix(&c.w, c.rows, c.cols);
+        let p = pack_q4(&q, &d, c.rows, c.cols);
+        let nb = blocks(c.cols);
+        let kern = crate::kernels::Kernels::new(crate::kernels::KernelSet::Scalar).unwrap();
+        for t in 0..c.n {
+            let mut xq = vec![0i8; nb * QK];
+            let mut xd = vec![0f32; nb];
+            kern.quantize_q8(&c.x[t * c.cols..(t + 1) * c.cols], &mut xq, &mut xd);
+            for r in 0..c.rows {
+                let (mut want, mut mag) = (0f64, 0f64);
+                for k in 0..c.cols {
+                    let w = q4p_scale(&p, c.cols, r, k / QK).to_f64()
+                        * (q4p_code(&p, c.cols, r, k) as f64 - 8.0);
+                    let x = xq[k] as f64 * xd[k / QK] as f64;
+                    want += w * x;
+                    mag += (w * x).abs();
+                }
+                let a = got[t * c.rows + r] as f64;
+                assert!(
+                    (a - want).abs() <= 1e-5 * mag + 1e-12,
+                    "{}x{} ({t}, {r}): {a} vs {want}",
+                    c.rows,
+                    c.cols
+                );
+            }
+        }
+    }
 }

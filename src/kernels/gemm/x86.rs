@@ -12,10 +12,15 @@
 //! xor with 0x80) with `w`, minus `vpdpbusd` of 128 with `w` computed once per panel (VNNI:
 //! exact i32). Then per block `acc += isum * (wd * xd)` with separate multiply and add, as the
 //! scalar reference: bit for bit the same result.
+//!
+//! Q4: a 32-byte load of a Q4P block holds two Q8P-shaped groups (low and high nibbles); masked
+//! and shifted they are codes 0..15. AVX2 subtracts 8 and goes on as Q8. VNNI multiplies the
+//! codes as the unsigned operand of `vpdpbusd` with the activations as the signed one, and
+//! subtracts `8 * sum(x)` per token (one more `vpdpbusd` of 8s per group and token): exact.
 
 use super::{GemmKernel, Tile};
 use crate::kernels::dispatch::KernelSet;
-use crate::kernels::packed::{PANEL, PackedFormat, Q8P_BLOCK};
+use crate::kernels::packed::{PANEL, PackedFormat, Q4P_BLOCK, Q8P_BLOCK};
 use crate::kernels::q8::{QK, blocks};
 use half::f16;
 use std::arch::x86_64::*;
@@ -95,6 +100,24 @@ pub const Q8P_VNNI: GemmKernel = GemmKernel {
     mr: 2 * PANEL,
     nr: 4,
     tiles: tiles!(q8_vnni, 1, 2, 3, 4),
+};
+
+pub const Q4P_AVX2: GemmKernel = GemmKernel {
+    name: "avx2 q4p 8x4",
+    set: KernelSet::Avx2,
+    format: PackedFormat::Q4P,
+    mr: PANEL,
+    nr: 4,
+    tiles: tiles!(q4_avx2, 1, 2, 3, 4),
+};
+
+pub const Q4P_VNNI: GemmKernel = GemmKernel {
+    name: "avx512-vnni q4p 16x4",
+    set: KernelSet::Avx512Vnni,
+    format: PackedFormat::Q4P,
+    mr: 2 * PANEL,
+    nr: 4,
+    tiles: tiles!(q4_vnni, 1, 2, 3, 4),
 };
 
 /// A float weight element: eight consecutive values widened to f32.
@@ -496,6 +519,146 @@ unsafe fn q8_vnni<const N: usize>(t: &Tile) {
             (false, 1) => q8_vnni_body::<1, N, 4>(t),
             (false, 2) => q8_vnni_body::<1, N, 2>(t),
             (false, _) => q8_vnni_body::<1, N, 1>(t),
+        }
+    }
+}
+
+/// The two Q8P-shaped operands of column-group pair `h` of a Q4P block (groups `h` and `h + 4`):
+/// codes 0..15 as bytes.
+///
+/// # Safety
+/// AVX2; the block is readable.
+#[inline(always)]
+unsafe fn q4_planes(blk: *const u8, h: usize) -> (__m256i, __m256i) {
+    // SAFETY: inlined into AVX2 callers; pair h's 32 bytes lie inside the block.
+    unsafe {
+        let v = _mm256_loadu_si256(blk.add(2 * PANEL + h * 32).cast());
+        let m = _mm256_set1_epi8(0x0F);
+        (
+            _mm256_and_si256(v, m),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(v), m),
+        )
+    }
+}
+
+/// The AVX2 Q4 body: one panel x `N` tokens, as [`q8_avx2_body`] on the unpacked codes minus 8.
+///
+/// # Safety
+/// As [`super::TileFn`]; AVX2/F16C available.
+#[inline(always)]
+unsafe fn q4_avx2_body<const N: usize, const C: usize>(t: &Tile) {
+    // SAFETY: inlined into #[target_feature(avx2,fma,f16c)] callers; the panel's blocks and
+    // token j's activations lie inside the tile (TileFn contract).
+    unsafe {
+        let nb = blocks(t.cols);
+        let ones = _mm256_set1_epi16(1);
+        let eight = _mm256_set1_epi8(8);
+        let mut acc = [_mm256_setzero_ps(); N];
+        for b in 0..nb {
+            let blk = t.w.add(b * Q4P_BLOCK);
+            let mut isum = [[_mm256_setzero_si256(); C]; N];
+            for h in 0..QK / 8 {
+                if h % 2 == 0 {
+                    prefetch(blk.add(2 * PANEL + h * 32));
+                }
+                let (lo, hi) = q4_planes(blk, h);
+                for (w, g) in [
+                    (_mm256_sub_epi8(lo, eight), h),
+                    (_mm256_sub_epi8(hi, eight), h + 4),
+                ] {
+                    for (j, s) in isum.iter_mut().enumerate() {
+                        let xb = x4(t, j, b, g);
+                        let p16 =
+                            _mm256_maddubs_epi16(_mm256_sign_epi8(xb, xb), _mm256_sign_epi8(w, xb));
+                        s[g % C] = _mm256_add_epi32(s[g % C], _mm256_madd_epi16(p16, ones));
+                    }
+                }
+            }
+            let sums: [__m256i; N] = std::array::from_fn(|j| {
+                isum[j]
+                    .iter()
+                    .skip(1)
+                    .fold(isum[j][0], |s, v| _mm256_add_epi32(s, *v))
+            });
+            q8_scale::<N>(t, blk, b, &sums, &mut acc);
+        }
+        store::<N>(t, 0, &acc);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_avx2<const N: usize>(t: &Tile) {
+    // SAFETY: features enabled; one panel (mr = 8), bounds by the caller.
+    unsafe {
+        match N {
+            1 => q4_avx2_body::<N, 4>(t),
+            2 => q4_avx2_body::<N, 2>(t),
+            _ => q4_avx2_body::<N, 1>(t),
+        }
+    }
+}
+
+/// # Safety
+/// As [`super::TileFn`]; AVX-512VL + VNNI available.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // register tiles: isum[p][j] over two index ranges
+unsafe fn q4_vnni_body<const P: usize, const N: usize, const C: usize>(t: &Tile) {
+    // SAFETY: inlined into #[target_feature(avx512vl,avx512vnni,..)] callers; panel p's block b and token j's activations lie inside the tile (TileFn contract).
+    unsafe {
+        let nb = blocks(t.cols);
+        let eights = _mm256_set1_epi8(8);
+        let mut acc = [[_mm256_setzero_ps(); N]; P];
+        for b in 0..nb {
+            let mut isum = [[[_mm256_setzero_si256(); C]; N]; P];
+            // 8 * sum(x) of each token's block: what the codes' offset of 8 adds
+            let mut corr = [_mm256_setzero_si256(); N];
+            for h in 0..QK / 8 {
+                let mut lo = [_mm256_setzero_si256(); P];
+                let mut hi = [_mm256_setzero_si256(); P];
+                for p in 0..P {
+                    let blk = t.w.add(p * t.panel_len + b * Q4P_BLOCK);
+                    if h % 2 == 0 {
+                        prefetch(blk.add(2 * PANEL + h * 32));
+                    }
+                    (lo[p], hi[p]) = q4_planes(blk, h);
+                }
+                for j in 0..N {
+                    let (xl, xh) = (x4(t, j, b, h), x4(t, j, b, h + 4));
+                    corr[j] = _mm256_dpbusd_epi32(corr[j], eights, xl);
+                    corr[j] = _mm256_dpbusd_epi32(corr[j], eights, xh);
+                    for p in 0..P {
+                        let (c0, c1) = ((2 * h) % C, (2 * h + 1) % C);
+                        isum[p][j][c0] = _mm256_dpbusd_epi32(isum[p][j][c0], lo[p], xl);
+                        isum[p][j][c1] = _mm256_dpbusd_epi32(isum[p][j][c1], hi[p], xh);
+                    }
+                }
+            }
+            for p in 0..P {
+                let fold =
+                    |v: &[__m256i; C]| v.iter().skip(1).fold(v[0], |s, x| _mm256_add_epi32(s, *x));
+                let sums: [__m256i; N] =
+                    std::array::from_fn(|j| _mm256_sub_epi32(fold(&isum[p][j]), corr[j]));
+                let blk = t.w.add(p * t.panel_len + b * Q4P_BLOCK);
+                q8_scale::<N>(t, blk, b, &sums, &mut acc[p]);
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            store::<N>(t, p, a);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+unsafe fn q4_vnni<const N: usize>(t: &Tile) {
+    // SAFETY: features enabled; a second panel only if rows > 8.
+    unsafe {
+        match (t.rows > PANEL, N) {
+            (true, 1) => q4_vnni_body::<2, N, 4>(t),
+            (true, 2) => q4_vnni_body::<2, N, 2>(t),
+            (true, _) => q4_vnni_body::<2, N, 1>(t),
+            (false, 1) => q4_vnni_body::<1, N, 4>(t),
+            (false, 2) => q4_vnni_body::<1, N, 2>(t),
+            (false, _) => q4_vnni_body::<1, N, 1>(t),
         }
     }
 }
