@@ -83,9 +83,9 @@ struct QuantizeArgs {
     /// Source model directory (config.json + safetensors shards).
     #[arg(long)]
     model: PathBuf,
-    /// Target format: a preset (f16, q8, q4, q4-q8depth, q4-f16codec) or a per-component
-    /// policy such as `q4,depth=q8,codec=f16` (components: backbone, depth, heads, embeddings,
-    /// codec; see the README).
+    /// Target format: a preset (f16, q8, q4, q4-q8heads, q4-q8depth, q4-f16codec) or a
+    /// per-component policy such as `q4,depth=q8,codec=f16` (components: backbone, depth,
+    /// heads, embeddings, codec; see the README).
     #[arg(long, value_parser = parse_policy)]
     dtype: quantize::Policy,
     /// Output directory (must not exist unless --force).

@@ -24,6 +24,7 @@ pub mod llama;
 pub mod model;
 pub mod prompt;
 pub mod sampling;
+pub mod teacher;
 
 pub use config::CsmConfig;
 pub use context::{ContextReport, Conversation, Generated, Segment};

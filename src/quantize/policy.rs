@@ -107,14 +107,19 @@ pub const PRESETS: &[(&str, Policy, &str)] = &[
         "every linear weight Q4, tables Q8, convs F16",
     ),
     (
+        "q4-q8heads",
+        Policy::with(Precision::Q4, Precision::Q4, Precision::Q8, Precision::Q8),
+        "backbone and depth decoder Q4; the codebook heads and codec Q8",
+    ),
+    (
         "q4-q8depth",
         Policy::with(Precision::Q4, Precision::Q8, Precision::Q8, Precision::Q8),
         "backbone Q4; depth decoder, heads and codec Q8",
     ),
     (
         "q4-f16codec",
-        Policy::with(Precision::Q4, Precision::Q4, Precision::Q8, Precision::F16),
-        "backbone and depth decoder Q4, heads Q8, codec F16",
+        Policy::with(Precision::Q4, Precision::Q8, Precision::Q8, Precision::F16),
+        "backbone Q4; depth decoder and heads Q8; codec F16",
     ),
 ];
 
