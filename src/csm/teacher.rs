@@ -41,7 +41,7 @@ pub fn greedy_frames(csm: &Csm, prompt: &[u32], frames: usize) -> Result<Vec<u32
 pub fn teacher_forced(csm: &Csm, prompt: &[u32], codes: &[u32]) -> Result<Forced> {
     let d = csm.dims();
     let (n, v, h) = (d.num_codebooks, d.audio_vocab, d.backbone.hidden_size);
-    if prompt.is_empty() || codes.is_empty() || codes.len() % n != 0 {
+    if prompt.is_empty() || codes.is_empty() || !codes.len().is_multiple_of(n) {
         return Err(Error::Invalid(format!(
             "teacher forcing needs a prompt and whole frames of {n} codes ({} given)",
             codes.len()
