@@ -90,3 +90,21 @@ pub fn ensure(preset: &str, dtype: SynthDtype) -> PathBuf {
     );
     dir
 }
+
+/// Bytes one streaming Mimi decode of a frame reads from a CSM model in `dir`: every
+/// decoder-side weight of its codec once.
+pub fn codec_decoder_bytes(dir: &Path) -> usize {
+    let w = edgecsm::weights::Weights::open(dir)
+        .expect("weights")
+        .with_prefix("codec_model.");
+    w.names()
+        .iter()
+        .filter(|n| {
+            n.starts_with("decoder.")
+                || n.starts_with("decoder_transformer.")
+                || n.starts_with("upsample.")
+                || n.contains("output_proj")
+        })
+        .map(|n| w.stored_bytes(n))
+        .sum()
+}
