@@ -189,7 +189,7 @@ impl Csm {
             lm_head,
             depth,
             codec,
-            kernels: Kernels::get(),
+            kernels: Kernels::init()?,
             pool: Arc::new(Pool::new(1)),
         })
     }

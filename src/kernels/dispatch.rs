@@ -172,7 +172,9 @@ impl Kernels {
         Ok(SELECTED.get_or_init(|| k))
     }
 
-    /// The process-wide kernel set (see [`Kernels::init`]).
+    /// The process-wide kernel set (see [`Kernels::init`]), for tests and benchmarks: it
+    /// panics on a bad `EDGECSM_KERNELS`. The models' constructors call [`Kernels::init`] and
+    /// return its error instead.
     pub fn get() -> &'static Kernels {
         match Kernels::init() {
             Ok(k) => k,

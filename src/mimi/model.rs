@@ -56,7 +56,7 @@ impl Mimi {
         let rvq = SplitRvq::load(w, &cfg)?;
         Ok(Mimi {
             cfg,
-            kernels: Kernels::get(),
+            kernels: Kernels::init()?,
             pool: Arc::new(Pool::new(1)),
             enc: enc.map(Arc::new),
             dec: dec.map(Arc::new),
