@@ -26,8 +26,8 @@
 //! - [`scalar`]: the reference tile of each format (set `scalar`, and the fallback).
 //! - `x86`: sets `avx2` and `avx512-vnni`: F32P/F16P 16x6 and 32x12, Q8P and Q4P 8x4
 //!   (`maddubs`) and 16x4 (`vpdpbusd`).
-//! - `neon`: sets `neon` (ARMv8.0) and `neon-dotprod` (ARMv8.2): F32P/F16P 8x8 in both, Q8P 8x4
-//!   with `smull`/`sadalp` and with `sdot`.
+//! - `neon`: sets `neon` (ARMv8.0) and `neon-dotprod` (ARMv8.2): F32P/F16P 8x8 in both, Q8P and
+//!   Q4P 8x4 with `smull`/`sadalp` and with `sdot`.
 //!
 //! # Adding a kernel or a format
 //! A format is defined once in [`super::packed`] (layout, packing, element accessors) with its
@@ -129,9 +129,11 @@ static REGISTRY: &[GemmKernel] = &[
     neon::F32P_NEON,
     neon::F16P_NEON,
     neon::Q8P_NEON,
+    neon::Q4P_NEON,
     neon::F32P_DOTPROD,
     neon::F16P_DOTPROD,
     neon::Q8P_DOTPROD,
+    neon::Q4P_DOTPROD,
 ];
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
