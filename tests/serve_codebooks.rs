@@ -6,6 +6,7 @@
 #![cfg(feature = "alsa")]
 
 mod alsa_common;
+mod common;
 
 use edgecsm::daemon::{Daemon, DaemonConfig};
 use serde_json::{Value, json};
@@ -77,7 +78,7 @@ fn a_daemon_with_fewer_codebooks() {
     // the options file's key: a count beyond the model's fails the start, before any device
     let conf = dir.path().join("serve.conf");
     std::fs::write(&conf, "codebooks = 9\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_edgecsm"))
+    let o = common::edgecsm()
         .args([
             "--threads",
             "1",

@@ -92,14 +92,6 @@ impl Codebooks {
             ))
         })
     }
-
-    /// The count for the daemon's configuration (None: all).
-    pub fn count(self) -> Option<usize> {
-        match self {
-            Codebooks::All => None,
-            Codebooks::First(n) => Some(n),
-        }
-    }
 }
 
 /// Sampling of both stages as resolved from the command line and the model directory.

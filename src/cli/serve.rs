@@ -122,7 +122,10 @@ pub fn run_serve(threads: usize, a: ServeArgs) -> edgecsm::Result<()> {
     };
     cfg.prebuffer = a.prebuffer;
     cfg.lead = a.lead;
-    cfg.codebooks = a.codebooks.codebooks.count();
+    cfg.codebooks = match a.codebooks.codebooks {
+        super::generate::Codebooks::All => None,
+        super::generate::Codebooks::First(n) => Some(n),
+    };
     cfg.stream.periods = a.periods;
     cfg.stream.prefill = a.prefill;
     cfg.stream.channels = a.channels;
