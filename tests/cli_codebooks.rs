@@ -74,7 +74,13 @@ fn context(dir: &Path) -> (PathBuf, PathBuf) {
     (ids_path, codes_path)
 }
 
-fn generate(ids: &Path, codes: &Path, out: &Path, extra: &[&str]) -> Output {
+/// `generate` on the fixture model with `ids`, `codes` and `extra` options, writing `out`.
+fn generate_args<'a>(
+    ids: &'a Path,
+    codes: &'a Path,
+    out: &'a Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut a = vec![
         "generate",
         "--model",
@@ -91,7 +97,11 @@ fn generate(ids: &Path, codes: &Path, out: &Path, extra: &[&str]) -> Output {
         p(out),
     ];
     a.extend_from_slice(extra);
-    ok(&a)
+    a
+}
+
+fn generate(ids: &Path, codes: &Path, out: &Path, extra: &[&str]) -> Output {
+    ok(&generate_args(ids, codes, out, extra))
 }
 
 #[test]
@@ -129,22 +139,7 @@ fn generate_with_fewer_codebooks_writes_them_and_decode_reads_them_back() {
     assert_eq!(read_codes(&again).unwrap(), got);
     // fewer rows than codebooks in use: one error
     let out = d.path().join("no.npy");
-    let e = fails(
-        &[
-            "generate",
-            "--model",
-            FIXTURE,
-            "--input-ids",
-            p(&ids),
-            "--audio-codes",
-            p(&two_rows),
-            "--max-frames",
-            "2",
-            "--out",
-            p(&out),
-        ],
-        &out,
-    );
+    let e = fails(&generate_args(&ids, &two_rows, &out, &[]), &out);
     assert!(e.contains("2 codebooks, the model uses 4"), "{e}");
 
     // decode: frames x 1920 samples
@@ -228,21 +223,7 @@ fn a_codebook_count_outside_the_model_is_one_error() {
     let (ids, codes) = context(d.path());
     let npy = d.path().join("x.npy");
     let e = fails(
-        &[
-            "generate",
-            "--model",
-            FIXTURE,
-            "--input-ids",
-            p(&ids),
-            "--audio-codes",
-            p(&codes),
-            "--max-frames",
-            "2",
-            "--codebooks",
-            "33",
-            "--out",
-            p(&npy),
-        ],
+        &generate_args(&ids, &codes, &npy, &["--codebooks", "33"]),
         &npy,
     );
     assert!(e.contains("--codebooks 33") && e.contains("1 to 4"), "{e}");
