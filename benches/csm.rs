@@ -15,7 +15,12 @@
 //!    overhead: attention, norms, sampling, dispatch);
 //! 3. the projection of each frame onto the boards of `cross/boards.json` (bytes per frame /
 //!    each board's weight-streaming bandwidth): a floor from bytes, not a measurement;
-//! 4. `say` per-frame time for 1..nproc threads on a quiet machine and beside one
+//! 4. per number of generated codebooks (`--codebooks`, default 32,16,8; `Csm::set_codebooks`):
+//!    weight bytes per frame (backbone step, codebook-0 head, N-1 depth-decoder passes and
+//!    heads, the streaming Mimi decode), the projected time per frame and real-time factor on
+//!    each board, and the measured time per frame (generate + decode) on this machine, with
+//!    its ratio to all codebooks in the same run (the machine is shared: compare ratios);
+//! 5. `say` per-frame time for 1..nproc threads on a quiet machine and beside one
 //!    normal-priority busy process (the same frames, sampled, each decoded by a streaming Mimi
 //!    decoder as `say` does), with `generate`'s per-frame time (no decode) beside it.
 //!
@@ -25,6 +30,7 @@
 //!     cargo bench --bench csm -- --quick            # csm-mid, q8, a few frames (smoke run)
 //!     cargo bench --bench csm -- --no-busy          # skip the busy-process rows
 //!     cargo bench --bench csm -- --only-say         # only the say/generate thread table
+//!     cargo bench --bench csm -- --dtype q8 --threads 1 --only-codebooks --codebooks 32,16,8
 //! ```
 
 #[path = "common/mod.rs"]
@@ -56,6 +62,7 @@ struct Settings {
     frames: usize,
     say_frames: usize,
     busy: bool,
+    codebooks: Vec<usize>,
 }
 
 fn settings() -> Settings {
@@ -86,6 +93,14 @@ fn settings() -> Settings {
         frames: num("--frames", 16, 3),
         say_frames: num("--say-frames", 60, 4),
         busy: !common::flag("--no-busy"),
+        codebooks: common::list(
+            "--codebooks",
+            if quick {
+                &[32, 8][..]
+            } else {
+                &[32, 16, 8][..]
+            },
+        ),
     }
 }
 
@@ -326,6 +341,67 @@ fn section(dir: &Path, dtype: SynthDtype, threads: usize, s: &Settings, floor_gb
     );
 }
 
+/// Per number of generated codebooks: weight bytes per frame, the boards' projected real-time
+/// factor, and the measured time per frame here (generate + streaming decode, sampled) with
+/// its ratio to the first count listed, all in one run.
+fn codebooks_section(dir: &Path, dtype: SynthDtype, threads: usize, s: &Settings) {
+    let dec_bytes = codec_decoder_bytes(dir) as f64;
+    let boards = boards::load();
+    println!(
+        "\n## {} {}, {threads} thread(s), by codebooks generated per frame ({} frames each, \
+         sampled, each decoded by a streaming Mimi decoder; weight bytes include the decode's \
+         {:.0} MB)",
+        s.preset,
+        dtype.name(),
+        s.frames,
+        dec_bytes / 1e6
+    );
+    let mut head = String::from(
+        "| codebooks | depth steps | weight MB/frame | bytes vs first | ms/frame here | time vs \
+         first | depth ms/frame |",
+    );
+    let mut rule = String::from("|---|---|---|---|---|---|---|");
+    for b in &boards {
+        head += &format!(" {} RTF |", b.name);
+        rule += "---|";
+    }
+    println!("{head}\n{rule}");
+    let mut first: Option<(f64, f64)> = None;
+    for &n in &s.codebooks {
+        let (csm, _) = load(dir, threads);
+        let mut csm = Arc::try_unwrap(csm).expect("not shared yet");
+        if let Err(e) = csm.set_codebooks(n) {
+            println!("| {n} | skipped: {e} |");
+            continue;
+        }
+        let csm = Arc::new(csm);
+        run(&csm, 2, true, 7);
+        let r = run(&csm, s.frames, true, 1);
+        let p = &r.profile;
+        let bytes = csm.frame_bytes().total() as f64 + dec_bytes;
+        let t = mean(&r.per_frame_s);
+        let (b0, t0) = *first.get_or_insert((bytes, t));
+        let mut line = format!(
+            "| {n} | {} | {:.0} | {:.2}x | {:.1} | {:.2}x | {:.1} |",
+            p.depth_steps / p.frames.max(1),
+            bytes / 1e6,
+            bytes / b0,
+            t * 1e3,
+            t / t0,
+            (p.depth_ns + p.depth_heads_ns) as f64 * 1e-6 / p.frames.max(1) as f64
+        );
+        for b in &boards {
+            line += &format!(" {:.2} |", boards::seconds(b, bytes) / FRAME_SECS);
+        }
+        println!("{line}");
+    }
+    println!(
+        "(RTF on a board = weight bytes per frame / its streaming bandwidth in cross/boards.json \
+         / 80 ms: a floor from bytes, not a measurement; fewer codebooks is an approximation \
+         of the model, see the README)"
+    );
+}
+
 /// A normal-priority busy process (a shell loop), killed on drop.
 struct Busy(std::process::Child);
 
@@ -425,12 +501,19 @@ fn main() {
     for (t, g) in &floors {
         println!("read floor, {t} thread(s): {g:.1} GB/s");
     }
+    let only_codebooks = common::flag("--only-codebooks");
     if !common::flag("--only-say") {
         for (dtype, dir) in &dirs {
             for (t, g) in &floors {
-                section(dir, *dtype, *t, &s, *g);
+                if !only_codebooks {
+                    section(dir, *dtype, *t, &s, *g);
+                }
+                codebooks_section(dir, *dtype, *t, &s);
             }
         }
+    }
+    if only_codebooks {
+        return;
     }
     if let Some((_, dir)) = dirs.iter().find(|(d, _)| *d == SynthDtype::Q8) {
         say_scaling(dir, &s);

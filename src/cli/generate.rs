@@ -4,8 +4,13 @@
 //! `[codebooks, frames]`, what `edgecsm encode` writes) fill the placeholders in order. The
 //! generated frames are written as int64 `[codebooks, frames]`, decodable by `edgecsm decode`.
 //!
-//! Also home of what both CSM subcommands share: the sampling options with their defaults from
-//! the model's `generation_config.json`, and the wording of why generation stopped.
+//! With `--codebooks N` the model generates codebooks `0..N` of each frame (the output is
+//! `[N, frames]`) and reads only the first N rows of the context codes (see
+//! [`edgecsm::csm::model`]).
+//!
+//! Also home of what the CSM subcommands share: the sampling options with their defaults from
+//! the model's `generation_config.json`, `--codebooks`, loading, and the wording of why
+//! generation stopped.
 
 use clap::Args;
 use edgecsm::audio::codes::to_array;
@@ -38,6 +43,55 @@ pub struct SamplingArgs {
     /// Seed of the sampler: the same seed, input and model give the same output.
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,
+}
+
+/// `--codebooks`, shared by `say`, `generate` and `serve`.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct CodebooksArg {
+    /// Codebooks generated per 80 ms frame: `all` (32 for csm-1b) or 1 to the model's count.
+    /// Each one fewer skips a depth-decoder step; fewer than all is an approximation (the
+    /// model was trained on all of them). Context audio is cut to the same codebooks.
+    #[arg(long, value_name = "N", default_value = "all", value_parser = parse_codebooks)]
+    pub codebooks: Codebooks,
+}
+
+/// How many codebooks to generate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Codebooks {
+    /// All the model's.
+    #[default]
+    All,
+    /// Codebooks `0..n` (n >= 1; at most the model's count, checked at load).
+    First(usize),
+}
+
+fn parse_codebooks(s: &str) -> std::result::Result<Codebooks, String> {
+    match s.trim() {
+        "all" => Ok(Codebooks::All),
+        t => match t.parse::<usize>() {
+            Ok(0) => Err("at least 1 codebook (or `all`)".into()),
+            Ok(n) => Ok(Codebooks::First(n)),
+            Err(_) => Err(format!(
+                "`{s}` is neither a number of codebooks (1 to the model's count) nor `all`"
+            )),
+        },
+    }
+}
+
+impl Codebooks {
+    /// Applies the choice to a loaded model (`dir` for the error message).
+    pub fn apply(self, csm: &mut Csm, dir: &Path) -> Result<()> {
+        let Codebooks::First(n) = self else {
+            return Ok(());
+        };
+        csm.set_codebooks(n).map_err(|_| {
+            Error::Invalid(format!(
+                "--codebooks {n}: the model in {} generates 1 to {} codebooks per frame",
+                dir.display(),
+                csm.num_codebooks()
+            ))
+        })
+    }
 }
 
 /// Sampling of both stages as resolved from the command line and the model directory.
@@ -164,9 +218,10 @@ pub fn describe_stop(stop: &StopReason) -> String {
     }
 }
 
-/// Loads the CSM in `dir` computing on `threads` threads (0 = one per core), with a clear
-/// error when `dir` is not a model directory.
-pub fn load_csm(dir: &Path, threads: usize) -> Result<Arc<Csm>> {
+/// Loads the CSM in `dir` computing on `threads` threads (0 = one per core) and generating
+/// the codebooks `codebooks` asks for, with a clear error when `dir` is not a model directory
+/// or the model has fewer codebooks.
+pub fn load_csm(dir: &Path, threads: usize, codebooks: CodebooksArg) -> Result<Arc<Csm>> {
     if !dir.join("config.json").is_file() {
         return Err(Error::Invalid(format!(
             "{}: not a model directory (no config.json)",
@@ -174,6 +229,7 @@ pub fn load_csm(dir: &Path, threads: usize) -> Result<Arc<Csm>> {
         )));
     }
     let mut csm = Csm::load(dir)?;
+    codebooks.codebooks.apply(&mut csm, dir)?;
     csm.set_pool(Arc::new(Pool::new(threads)))?;
     Ok(Arc::new(csm))
 }
@@ -187,7 +243,8 @@ pub struct GenerateArgs {
     /// audio-eos ids).
     #[arg(long, value_name = "IDS.npy")]
     pub input_ids: PathBuf,
-    /// Codes filling the audio placeholders in order: int64 .npy [codebooks, frames].
+    /// Codes filling the audio placeholders in order: int64 .npy [codebooks, frames] (at
+    /// least the codebooks generated; the first that many rows are read).
     #[arg(long, value_name = "CODES.npy")]
     pub audio_codes: Option<PathBuf>,
     /// Frames to generate at most (80 ms each at csm-1b's 12.5 Hz); capped to what fits in
@@ -196,6 +253,8 @@ pub struct GenerateArgs {
     pub max_frames: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub codebooks: CodebooksArg,
     /// Output .npy file (int64 [codebooks, frames]); a regular file is written only on
     /// success; `-` is standard output.
     #[arg(long, value_name = "CODES.npy")]
@@ -225,21 +284,24 @@ fn read_ids(path: &Path) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// Reads `[codebooks, frames]` codes as frames-major `frames * codebooks` values.
-fn read_frames(path: &Path, num_codebooks: usize, audio_vocab: usize) -> Result<(Vec<u32>, usize)> {
+/// Reads the first `codebooks` rows of `[rows, frames]` codes (`rows >= codebooks`: a full
+/// encode has all the model's codebooks, of which only the leading ones in use are read) as
+/// frames-major `frames * codebooks` values.
+fn read_frames(path: &Path, codebooks: usize, audio_vocab: usize) -> Result<(Vec<u32>, usize)> {
     let codes = read_codes(path)?;
     let (n, frames) = codes.dim();
-    if n != num_codebooks {
+    if n < codebooks {
         return Err(bad(
             path,
             format!(
-                "codes have {n} codebooks, the model uses {num_codebooks} (shape must be [{num_codebooks}, frames])"
+                "codes have {n} codebooks, the model uses {codebooks} (shape must be \
+                 [{codebooks}, frames] or more rows, of which the first {codebooks} are read)"
             ),
         ));
     }
-    let mut out = Vec::with_capacity(n * frames);
+    let mut out = Vec::with_capacity(codebooks * frames);
     for t in 0..frames {
-        for q in 0..n {
+        for q in 0..codebooks {
             let v = codes[[q, t]];
             if v < 0 || v as u64 >= audio_vocab as u64 {
                 return Err(bad(
@@ -263,10 +325,10 @@ pub fn run(threads: usize, a: GenerateArgs) -> Result<String> {
     let mut out_file = Output::create(&a.out)?;
     let sampling = Sampling::resolve(&a.model, &a.sampling)?;
     let ids = read_ids(&a.input_ids)?;
-    let csm = load_csm(&a.model, threads)?;
+    let csm = load_csm(&a.model, threads, a.codebooks)?;
     let d = csm.dims().clone();
     let (codes, frames) = match &a.audio_codes {
-        Some(p) => read_frames(p, d.num_codebooks, d.audio_vocab)?,
+        Some(p) => read_frames(p, csm.codebooks(), d.audio_vocab)?,
         None => (Vec::new(), 0),
     };
     let placeholders = ids.iter().filter(|&&i| i == d.audio_token_id).count();
@@ -309,7 +371,7 @@ pub fn run(threads: usize, a: GenerateArgs) -> Result<String> {
     let mut conv = Conversation::new(csm.clone());
     let label = a.input_ids.display().to_string();
     let positions = ids.len();
-    let n = d.num_codebooks;
+    let n = csm.codebooks();
     let mut out: Vec<u32> = Vec::with_capacity(max_frames * n);
     let t0 = std::time::Instant::now();
     let mut marks = Vec::with_capacity(max_frames);

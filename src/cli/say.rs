@@ -6,7 +6,7 @@
 //! regular file appears complete or not at all.
 
 use super::decode::SampleFormatArg;
-use super::generate::{Sampling, SamplingArgs, describe_stop, load_csm};
+use super::generate::{CodebooksArg, Sampling, SamplingArgs, describe_stop, load_csm};
 use clap::Args;
 use edgecsm::audio::{Output, WavWriter, check_codes, read_codes, read_mono, resample};
 use edgecsm::csm::context_file::{ContextTurn, TurnAudio, read_context};
@@ -54,6 +54,8 @@ pub struct SayArgs {
     pub max_seconds: Option<f64>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub codebooks: CodebooksArg,
     /// Sample format of the output.
     #[arg(long, value_enum, default_value = "s16")]
     pub sample_format: SampleFormatArg,
@@ -96,7 +98,9 @@ fn test_model_notice(dir: &Path) -> String {
     )
 }
 
-/// A context turn's audio as frames-major codes (`frames * num_codebooks`).
+/// A context turn's audio as frames-major codes of the `n` codebooks in use
+/// (`frames * n`): a WAV is encoded with `n` codebooks (the leading `n` codes of a full
+/// encode, by residual quantization), a code file gives its first `n` rows.
 fn turn_codes(turn: &ContextTurn, codec: &Mimi, n: usize) -> Result<(Vec<u32>, usize)> {
     let rows = match &turn.audio {
         TurnAudio::Wav(p) => {
@@ -113,14 +117,16 @@ fn turn_codes(turn: &ContextTurn, codec: &Mimi, n: usize) -> Result<(Vec<u32>, u
         }
         TurnAudio::Codes(p) => {
             let codes = read_codes(p)?;
-            if codes.nrows() != n {
+            if codes.nrows() < n {
                 return Err(Error::Invalid(format!(
-                    "{}: codes have {} codebooks, the model uses {n} (shape must be [{n}, frames])",
+                    "{}: codes have {} codebooks, the model uses {n} (shape must be [{n}, \
+                     frames] or more rows, of which the first {n} are read)",
                     p.display(),
                     codes.nrows()
                 )));
             }
-            check_codes(codes.view(), codec.config(), &p.display().to_string())?
+            let used = codes.slice(ndarray::s![..n, ..]);
+            check_codes(used, codec.config(), &p.display().to_string())?
         }
     };
     let frames = rows.first().map_or(0, Vec::len);
@@ -246,7 +252,7 @@ pub fn run(threads: usize, a: SayArgs) -> Result<String> {
     if test_model {
         log::warn!("{}", test_model_notice(&dir));
     }
-    let csm = load_csm(&dir, threads)?;
+    let csm = load_csm(&dir, threads, a.codebooks)?;
     let cfg = CsmConfig::load(dir.join("config.json"))?;
     let prompts = PromptFormatter::from_file(dir.join("tokenizer.json"))?;
     prompts.check_config(&cfg)?;
@@ -267,6 +273,14 @@ pub fn run(threads: usize, a: SayArgs) -> Result<String> {
         &mut ids,
     )?;
     let max_frames = frame_limit(&a, &sampling, frame_seconds, &csm, ids.len())?;
+    if csm.codebooks() < csm.num_codebooks() {
+        log::info!(
+            "generating the first {} of the model's {} codebooks per frame (fewer bytes per frame; an \
+             approximation: the model was trained on all of them)",
+            csm.codebooks(),
+            csm.num_codebooks()
+        );
+    }
     let mut conv = Conversation::new(csm.clone());
     // the new turn: its prompt, the frames and the closing audio-eos position
     let reserve = ids.len() + max_frames + 1;
@@ -397,7 +411,7 @@ fn add_context(
     turns: &[ContextTurn],
     reserve: usize,
 ) -> Result<()> {
-    let n = csm.num_codebooks();
+    let n = csm.codebooks();
     let room = csm.dims().backbone.max_positions.saturating_sub(reserve);
     let (mut segs, mut logs, mut used) = (Vec::new(), Vec::new(), 0);
     for (i, t) in turns.iter().enumerate().rev() {

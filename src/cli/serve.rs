@@ -69,6 +69,8 @@ pub struct ServeArgs {
     /// Device channels.
     #[arg(long, default_value_t = 1)]
     pub channels: u32,
+    #[command(flatten)]
+    pub codebooks: super::generate::CodebooksArg,
     /// Seconds between latency lines in the log (0: only at exit).
     #[arg(long, default_value_t = 60.0)]
     pub report_every: f64,
@@ -120,6 +122,10 @@ pub fn run_serve(threads: usize, a: ServeArgs) -> edgecsm::Result<()> {
     };
     cfg.prebuffer = a.prebuffer;
     cfg.lead = a.lead;
+    cfg.codebooks = match a.codebooks.codebooks {
+        super::generate::Codebooks::All => None,
+        super::generate::Codebooks::First(n) => Some(n),
+    };
     cfg.stream.periods = a.periods;
     cfg.stream.prefill = a.prefill;
     cfg.stream.channels = a.channels;
@@ -133,13 +139,14 @@ pub fn run_serve(threads: usize, a: ServeArgs) -> edgecsm::Result<()> {
     let daemon = Daemon::start(cfg)?;
     let info = daemon.info();
     log::info!(
-        "ready in {:.0} ms, listening on {} (mode 0600); {} -> CSM {} ({} threads) -> {}; \
-         barge-in {}; latency bound {:.1} ms; user turns up to {} frames",
+        "ready in {:.0} ms, listening on {} (mode 0600); {} -> CSM {} ({} threads, {} \
+         codebooks) -> {}; barge-in {}; latency bound {:.1} ms; user turns up to {} frames",
         daemon.status()["ready_ms"].as_f64().unwrap_or(0.0),
         daemon.socket_path().display(),
         info.capture,
         info.model,
         info.threads,
+        info.codebooks,
         info.playback,
         if a.barge_in == OnOff::On { "on" } else { "off" },
         info.latency_bound_ms,

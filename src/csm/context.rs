@@ -26,7 +26,7 @@ pub struct Segment {
     /// Text ids with audio / audio-eos placeholders (as the prompt formatter writes them).
     pub ids: Vec<u32>,
     /// The frames filling the audio placeholders in order, frames-major
-    /// (`frames * num_codebooks`).
+    /// (`frames * codebooks`, the codebooks in use: [`Csm::codebooks`]).
     pub codes: Vec<u32>,
 }
 
@@ -292,7 +292,7 @@ impl Conversation {
     }
 
     /// Generates a turn after the prompt `prompt` (usually the speaker's text; it may hold
-    /// audio placeholders with codes too). Each frame (`num_codebooks` codes) is handed to
+    /// audio placeholders with codes too). Each frame ([`Csm::codebooks`] codes) is handed to
     /// `on_frame` as soon as it exists; returning `ControlFlow::Break` ends the turn. The turn
     /// (prompt + frames + audio-eos) then becomes part of the conversation. Room for the
     /// prompt and `max_frames + 1` positions is made first (evicting old segments if needed).
@@ -337,7 +337,7 @@ impl Conversation {
     ) -> Result<Generated> {
         let csm = Arc::clone(&self.csm);
         let d = csm.dims();
-        let n = d.num_codebooks;
+        let n = csm.codebooks();
         self.engine
             .prefill(&csm, &seg.ids, &seg.codes, None, None)?;
         self.engine.reseed(opts.seed);
@@ -402,6 +402,10 @@ impl Conversation {
 }
 
 #[cfg(test)]
+#[path = "codebooks_tests.rs"]
+mod codebooks_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::csm::llama::tests::{llama_tensors, rand_vec, tiny_cfg, write_safetensors};
@@ -411,20 +415,35 @@ mod tests {
     use std::collections::BTreeMap;
 
     const N: usize = 3;
-    const V: usize = 11;
-    const TV: usize = 50;
-    const AUDIO: u32 = 40;
-    const AUDIO_EOS: u32 = 41;
+    pub(super) const V: usize = 11;
+    pub(super) const TV: usize = 50;
+    pub(super) const AUDIO: u32 = 40;
+    pub(super) const AUDIO_EOS: u32 = 41;
 
     /// A random tiny CSM (no codec) with `max_positions` backbone positions.
     fn tiny(max_positions: usize) -> (Arc<Csm>, tempfile::TempDir) {
+        let (csm, dir) = tiny_with(max_positions, N, |_| {});
+        (Arc::new(csm), dir)
+    }
+
+    /// The tensors of a random tiny CSM (name -> (shape, values)).
+    pub(super) type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+    /// A random tiny CSM (no codec) of `n` codebooks with `max_positions` backbone positions,
+    /// its tensors changed by `edit` before they are written; not yet shared, so
+    /// [`Csm::set_codebooks`] can still be called.
+    pub(super) fn tiny_with(
+        max_positions: usize,
+        n: usize,
+        edit: impl FnOnce(&mut Tensors),
+    ) -> (Csm, tempfile::TempDir) {
         let mut backbone = tiny_cfg();
         backbone.max_positions = max_positions;
         let mut depth = tiny_cfg();
         depth.hidden_size = 16;
         depth.head_dim = 4;
         depth.intermediate_size = 24;
-        depth.max_positions = N + 1;
+        depth.max_positions = n + 1;
         let h = backbone.hidden_size;
         let mut t = BTreeMap::new();
         llama_tensors(&backbone, "backbone_model.", 1, &mut t);
@@ -436,7 +455,7 @@ mod tests {
         add("embed_text_tokens.weight", vec![TV, h], 200, 1.0);
         add(
             "depth_decoder.model.embed_tokens.weight",
-            vec![N * V, h],
+            vec![n * V, h],
             201,
             1.0,
         );
@@ -449,16 +468,17 @@ mod tests {
         );
         add(
             "depth_decoder.codebooks_head.weight",
-            vec![N - 1, depth.hidden_size, V],
+            vec![n - 1, depth.hidden_size, V],
             204,
             1.0,
         );
+        edit(&mut t);
         let dir = tempfile::tempdir().unwrap();
         write_safetensors(dir.path(), &t);
         let dims = CsmDims {
             backbone,
             depth,
-            num_codebooks: N,
+            num_codebooks: n,
             audio_vocab: V,
             text_vocab: TV,
             audio_token_id: AUDIO,
@@ -466,7 +486,7 @@ mod tests {
             codebook_eos_token_id: 0,
         };
         let w = Weights::open(dir.path()).unwrap();
-        (Arc::new(Csm::from_weights(dims, &w, None).unwrap()), dir)
+        (Csm::from_weights(dims, &w, None).unwrap(), dir)
     }
 
     /// A turn: `text` ids, then `frames` audio frames and the audio-eos placeholder.

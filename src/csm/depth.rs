@@ -86,13 +86,18 @@ impl DepthDecoder {
         self.num_codebooks
     }
 
-    /// Bytes of weights one frame reads in the depth decoder's passes (N-1 of the projector
-    /// and the stack) and in its heads (one each).
-    pub fn frame_weight_bytes(&self) -> (usize, usize) {
+    /// Bytes of weights one frame of `codebooks` codebooks (1 to `num_codebooks`) reads in
+    /// the depth decoder's passes (`codebooks - 1` of the projector and the stack) and in its
+    /// heads (one per pass).
+    pub fn frame_weight_bytes(&self, codebooks: usize) -> (usize, usize) {
+        let steps = codebooks.clamp(1, self.num_codebooks) - 1;
         let pass = self.llama.weight_bytes() + self.proj.mat().bytes();
         (
-            (self.num_codebooks - 1) * pass,
-            self.heads.iter().map(|m| m.mat().bytes()).sum::<usize>(),
+            steps * pass,
+            self.heads[..steps]
+                .iter()
+                .map(|m| m.mat().bytes())
+                .sum::<usize>(),
         )
     }
 
@@ -129,10 +134,11 @@ impl DepthDecoder {
         llama.forward(&self.llama, k, pool, n)
     }
 
-    /// Completes `frame` (`num_codebooks` codes, `frame[0]` = codebook 0 already chosen) with
-    /// codebooks 1.. drawn from `sampler` under `params`, given the backbone's last hidden
-    /// state `hidden` (`backbone_hidden` long), each drawn among the first `limit` ids of the
-    /// audio vocabulary. Allocates nothing.
+    /// Completes `frame` (1 to `num_codebooks` codes, `frame[0]` = codebook 0 already chosen)
+    /// with codebooks `1..frame.len()` drawn from `sampler` under `params`, given the
+    /// backbone's last hidden state `hidden` (`backbone_hidden` long), each drawn among the
+    /// first `limit` ids of the audio vocabulary: `frame.len() - 1` steps, none for a frame of
+    /// one codebook. Allocates nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn complete_frame(
         &self,
@@ -148,12 +154,20 @@ impl DepthDecoder {
         profile: &mut FrameProfile,
     ) -> Result<()> {
         let (n, bh, h) = (
-            self.num_codebooks,
+            frame.len(),
             self.backbone_hidden,
             self.llama.config().hidden_size,
         );
         check_len("backbone hidden state", hidden.len(), bh)?;
-        check_len("frame", frame.len(), n)?;
+        if !(1..=self.num_codebooks).contains(&n) {
+            return Err(Error::Invalid(format!(
+                "depth decoder: a frame of {n} codebooks, the model has 1 to {}",
+                self.num_codebooks
+            )));
+        }
+        if n == 1 {
+            return Ok(());
+        }
         st.llama.reset();
         st.inp[..bh].copy_from_slice(hidden);
         emb.code_into(0, frame[0], &mut st.inp[bh..2 * bh])?;
@@ -171,6 +185,7 @@ impl DepthDecoder {
             profile.depth_ns += (t1 - t0).as_nanos() as u64;
             profile.depth_heads_ns += (t2 - t1).as_nanos() as u64;
             profile.sampling_ns += elapsed_ns(t2);
+            profile.depth_steps += 1;
             frame[cb] = code;
             if cb + 1 < n {
                 emb.code_into(cb, code, &mut st.inp[..bh])?;

@@ -1,8 +1,9 @@
 //! CSM's input embeddings.
 //!
 //! A text position embeds one text token (`embed_text_tokens.weight`, `[text_vocab, hidden]`).
-//! An audio position embeds a whole frame: the sum of its `num_codebooks` codebook embeddings,
-//! codebook `i`'s code `c` read from row `i * audio_vocab + c` of one shared table
+//! An audio position embeds a whole frame: the sum of its codebook embeddings (all
+//! `num_codebooks`, or the first N when the model runs with fewer codebooks: see
+//! [`super::model`]), codebook `i`'s code `c` read from row `i * audio_vocab + c` of one shared table
 //! (`[num_codebooks * audio_vocab, backbone_hidden]`). The depth decoder reads single rows of
 //! the same table (before its input projection).
 //!
@@ -84,12 +85,13 @@ impl Embeddings {
         Ok(())
     }
 
-    /// Writes the sum of the codebook embeddings of `frame` (`num_codebooks` codes) into
-    /// `out`; `tmp` is a `hidden`-long scratch row.
+    /// Writes the sum of the codebook embeddings of `frame` into `out`: `frame` holds the
+    /// codes of codebooks `0..frame.len()` (1 to `num_codebooks` of them), and only those
+    /// codebooks' rows are read. `tmp` is a `hidden`-long scratch row.
     pub fn frame_into(&self, frame: &[u32], out: &mut [f32], tmp: &mut [f32]) -> Result<()> {
-        if frame.len() != self.num_codebooks {
+        if frame.is_empty() || frame.len() > self.num_codebooks {
             return Err(Error::Invalid(format!(
-                "an audio frame has {} codes, the model takes {}",
+                "an audio frame has {} codes, the model takes 1 to {}",
                 frame.len(),
                 self.num_codebooks
             )));
@@ -158,7 +160,16 @@ mod tests {
             assert_eq!(out, &audio[(2 * v + 3) * h..(2 * v + 4) * h]);
             assert!(e.text_into(7, &mut out).is_err());
             assert!(e.frame_into(&[0, 5, 0], &mut out, &mut tmp).is_err());
-            assert!(e.frame_into(&[0, 0], &mut out, &mut tmp).is_err());
+            // a prefix of the codebooks sums only their rows
+            e.frame_into(&frame[..2], &mut out, &mut tmp).unwrap();
+            for j in 0..h {
+                let want: f32 = (0..2)
+                    .map(|i| audio[(i * v + frame[i] as usize) * h + j])
+                    .sum();
+                assert!((out[j] - want).abs() < 1e-6);
+            }
+            assert!(e.frame_into(&[], &mut out, &mut tmp).is_err());
+            assert!(e.frame_into(&[0, 0, 0, 0], &mut out, &mut tmp).is_err());
             assert!(e.code_into(3, 0, &mut out).is_err());
             // wrong configured size names the tensor
             let err = Embeddings::load(&w, tv, n, v + 1, h)

@@ -3,11 +3,17 @@
 //! -> depth decoder -> c1..cN-1).
 //!
 //! Input sequences use the upstream layout: text ids, with `audio_token_id` placeholders each
-//! taking the next frame of the accompanying codes (frames-major, `num_codebooks` per frame)
-//! and `audio_eos_token_id` placeholders embedding the all-`codebook_eos` frame.
+//! taking the next frame of the accompanying codes (frames-major, [`Csm::codebooks`] per
+//! frame) and `audio_eos_token_id` placeholders embedding the all-`codebook_eos` frame (all
+//! the model's codebooks, whatever the number in use: see [`super::model`]).
 //!
-//! End of speech follows the reference generator exactly: a frame whose codebooks
+//! End of speech follows the reference generator: a frame of N codebooks whose codebooks
 //! `0..N-1` (all but the last) equal `codebook_eos_token_id` ends generation and is not kept.
+//! With all the model's codebooks that is the reference's rule exactly; with fewer it is the
+//! same rule over the codes generated. With one codebook (nothing but the backbone's code)
+//! "all but the last" would be no code at all, so the frame ends speech when its one code is
+//! `codebook_eos_token_id`: the backbone's own end-of-speech signal, as it is the first code
+//! of the reference's end frame.
 //!
 //! [`FrameEngine`] is sized at construction; [`FrameEngine::next_frame`] and
 //! [`FrameEngine::feed_frame`] allocate nothing.
@@ -124,6 +130,8 @@ pub struct FrameProfile {
     pub prefill_ns: u64,
     /// The codebook-0 head.
     pub head0_ns: u64,
+    /// Depth-decoder steps (one per codebook after codebook 0: N-1 per frame of N codebooks).
+    pub depth_steps: u64,
     /// Depth-decoder passes (input projection + stack), all codebooks.
     pub depth_ns: u64,
     /// Depth-decoder codebook heads.
@@ -186,6 +194,7 @@ impl FrameEngine {
             logits: vec![0.0; d.audio_vocab],
             tmp: vec![0.0; h],
             eos_frame: vec![d.codebook_eos_token_id; d.num_codebooks],
+            // sized for all the model's codebooks: fewer in use only use a prefix
             frame: vec![0; d.num_codebooks],
             sampler: Sampler::new(0, d.audio_vocab),
             qs: QScratch::new(prefill_chunk.max(1), h),
@@ -226,7 +235,7 @@ impl FrameEngine {
     /// anything; returns the number of positions.
     pub fn check_input(csm: &Csm, ids: &[u32], codes: &[u32]) -> Result<usize> {
         let d = csm.dims();
-        let n = d.num_codebooks;
+        let n = csm.codebooks();
         let audio = ids.iter().filter(|&&i| i == d.audio_token_id).count();
         if codes.len() != audio * n {
             return Err(Error::Invalid(format!(
@@ -282,7 +291,7 @@ impl FrameEngine {
             )));
         }
         let d = csm.dims();
-        let (h, n, v) = (d.backbone.hidden_size, d.num_codebooks, d.audio_vocab);
+        let (h, n, v) = (d.backbone.hidden_size, csm.codebooks(), d.audio_vocab);
         let (k, pool) = (csm.kernels(), csm.pool());
         let mut frames = codes.chunks_exact(n);
         for chunk in ids.chunks(self.backbone.max_chunk()) {
@@ -317,7 +326,8 @@ impl FrameEngine {
         Ok(())
     }
 
-    /// Runs one audio frame through the backbone at the next position.
+    /// Runs one audio frame (the codes of its first 1 to `num_codebooks` codebooks, normally
+    /// [`Csm::codebooks`]) through the backbone at the next position.
     pub fn feed_frame(&mut self, csm: &Csm, frame: &[u32]) -> Result<()> {
         let h = csm.dims().backbone.hidden_size;
         if self.backbone.remaining() == 0 {
@@ -347,9 +357,9 @@ impl FrameEngine {
         r
     }
 
-    /// Produces the frame that follows the current position (nothing is fed back: see
-    /// [`FrameEngine::feed_frame`]), drawing every code among the first `limit` ids (see
-    /// [`InvalidCodes::sample_limit`]). Allocates nothing.
+    /// Produces the frame that follows the current position, [`Csm::codebooks`] codes
+    /// (nothing is fed back: see [`FrameEngine::feed_frame`]), drawing every code among the
+    /// first `limit` ids (see [`InvalidCodes::sample_limit`]). Allocates nothing.
     pub fn next_frame(
         &mut self,
         csm: &Csm,
@@ -379,19 +389,20 @@ impl FrameEngine {
         self.profile.head0_ns += (t1 - t0).as_nanos() as u64;
         self.profile.sampling_ns += elapsed_ns(t1);
         self.profile.frames += 1;
+        let frame = &mut self.frame[..csm.codebooks()];
         csm.depth.complete_frame(
             k,
             pool,
             &csm.embed,
             &mut self.depth,
             &self.hidden,
-            &mut self.frame,
+            frame,
             &mut self.sampler,
             depth,
             limit,
             &mut self.profile,
         )?;
-        Ok(&self.frame)
+        Ok(frame)
     }
 
     /// Depth-decoder teacher-forced logits for `frame` after the current last hidden state
@@ -407,10 +418,13 @@ impl FrameEngine {
         )
     }
 
-    /// Whether `frame` is speech, the end-of-speech frame, or holds an undecodable code.
+    /// Whether `frame` (1 or more codes) is speech, the end-of-speech frame (see the module
+    /// docs: all codes but the last are `codebook_eos`, or the only one for a frame of one
+    /// codebook), or holds an undecodable code.
     pub(crate) fn classify(csm: &Csm, frame: &[u32]) -> FrameKind {
         let eos = csm.dims().codebook_eos_token_id;
-        if frame[..frame.len() - 1].iter().all(|&c| c == eos) {
+        let judged = frame.len().saturating_sub(1).max(1);
+        if frame[..judged].iter().all(|&c| c == eos) {
             return FrameKind::EndOfSpeech;
         }
         let limit = csm.decodable_limit();

@@ -5,6 +5,24 @@
 //! dimensions in [`CsmDims`]; an error names the tensor at fault. The model itself is
 //! immutable (share it with an `Arc`); conversations ([`super::context::Conversation`]) hold
 //! the mutable state.
+//!
+//! # Fewer codebooks ([`Csm::set_codebooks`])
+//! A model predicts `num_codebooks` codebooks per frame (32 in csm-1b); Mimi decodes any
+//! prefix of them. With `codebooks` set to N, every frame the model generates or reads holds
+//! the codes of codebooks `0..N`: the depth decoder runs N-1 steps instead of
+//! `num_codebooks - 1`, an audio position of the backbone embeds the sum of its N codes, the
+//! codec decodes N. The backbone was trained on frames of all codebooks, so N below the
+//! model's count is an approximation (fewer weight bytes per frame, less acoustic detail);
+//! the default is all of them, bit for bit today's behaviour.
+//!
+//! Context audio is truncated to the same N codebooks (the caller passes the first N of each
+//! frame, e.g. Mimi encoding with N quantizers, which gives exactly the leading N codes of
+//! a full encode): the model then sees its own generated turns and the voice it is given in
+//! the same form, and a conversation holds one frame width. The `audio_eos` placeholder that
+//! closes an audio segment keeps embedding the full all-`codebook_eos` frame: it is a fixed
+//! marker, not audio, and no generated code takes part in it.
+//!
+//! Buffers stay sized for all the model's codebooks; N only shortens loops.
 
 use super::config::{CsmConfig, TransformerConfig};
 use super::depth::DepthDecoder;
@@ -138,6 +156,8 @@ pub struct Csm {
     codec: Option<Arc<Mimi>>,
     kernels: &'static Kernels,
     pool: Arc<Pool>,
+    /// Codebooks generated and read per frame (see the module docs).
+    codebooks: usize,
 }
 
 impl Csm {
@@ -183,7 +203,6 @@ impl Csm {
             None => None,
         };
         Ok(Csm {
-            dims,
             embed,
             backbone,
             lm_head,
@@ -191,6 +210,8 @@ impl Csm {
             codec,
             kernels: Kernels::init()?,
             pool: Arc::new(Pool::new(1)),
+            codebooks: dims.num_codebooks,
+            dims,
         })
     }
 
@@ -220,8 +241,28 @@ impl Csm {
         &self.dims
     }
 
+    /// Codebooks the model predicts per frame (its configuration's `num_codebooks`).
     pub fn num_codebooks(&self) -> usize {
         self.dims.num_codebooks
+    }
+
+    /// Codebooks generated and read per frame: every frame handed out or taken in holds this
+    /// many codes (all of the model's unless [`Csm::set_codebooks`] chose fewer).
+    pub fn codebooks(&self) -> usize {
+        self.codebooks
+    }
+
+    /// Generates and reads only codebooks `0..n` of each frame (see the module docs); `n` is
+    /// 1 to [`Csm::num_codebooks`]. Call it right after loading, like [`Csm::set_pool`].
+    pub fn set_codebooks(&mut self, n: usize) -> Result<()> {
+        let max = self.dims.num_codebooks;
+        if !(1..=max).contains(&n) {
+            return Err(Error::Invalid(format!(
+                "{n} codebooks asked for: this model generates 1 to {max} per frame"
+            )));
+        }
+        self.codebooks = n;
+        Ok(())
     }
 
     /// The Mimi codec, when loaded.
@@ -237,13 +278,13 @@ impl Csm {
             .map_or(self.dims.audio_vocab, |m| m.codebook_size()) as u32
     }
 
-    /// Decodes frames (`[frames][num_codebooks]`, frames-major as generation yields them) to
+    /// Decodes frames (`[frames][codebooks]`, frames-major as generation yields them) to
     /// 24 kHz samples with the codec.
     pub fn decode_frames(&self, frames: &[u32]) -> Result<Vec<f32>> {
         let mimi = self.codec.as_ref().ok_or_else(|| {
             Error::Invalid("this CSM was loaded without its codec (codec_model.)".into())
         })?;
-        let n = self.dims.num_codebooks;
+        let n = self.codebooks;
         if !frames.len().is_multiple_of(n) {
             return Err(Error::Invalid(format!(
                 "{} codes are not whole frames of {n}",
@@ -256,9 +297,15 @@ impl Csm {
         mimi.decode(&rows)
     }
 
-    /// Weight bytes read per generated frame, by component.
+    /// Weight bytes read per generated frame, by component, with the codebooks in use.
     pub fn frame_bytes(&self) -> FrameBytes {
-        let (depth, depth_heads) = self.depth.frame_weight_bytes();
+        self.frame_bytes_with(self.codebooks)
+    }
+
+    /// Weight bytes read per generated frame of `codebooks` codebooks (1 to the model's
+    /// count), by component: the depth decoder's share shrinks with each codebook fewer.
+    pub fn frame_bytes_with(&self, codebooks: usize) -> FrameBytes {
+        let (depth, depth_heads) = self.depth.frame_weight_bytes(codebooks);
         FrameBytes {
             backbone: self.backbone.weight_bytes(),
             head0: self.lm_head.mat().bytes(),
@@ -268,15 +315,16 @@ impl Csm {
     }
 
     /// Weight bytes read per generated frame: one backbone step, the codebook-0 head and the
-    /// depth decoder's N-1 passes with their heads.
+    /// depth decoder's N-1 passes with their heads (N = the codebooks in use).
     pub fn frame_weight_bytes(&self) -> usize {
         self.frame_bytes().total()
     }
 
-    /// The matrix-vector products of one generated frame, in order: (component, matrix).
+    /// The matrix-vector products of one generated frame (with the codebooks in use), in
+    /// order: (component, matrix).
     pub fn frame_products(&self) -> Vec<(FramePart, &WeightMatrix)> {
         let mut v: Vec<(FramePart, &WeightMatrix)> = vec![(FramePart::Head0, &self.lm_head)];
-        for head in self.depth.heads() {
+        for head in &self.depth.heads()[..self.codebooks - 1] {
             v.extend(self.depth.pass_matrices().map(|m| (FramePart::Depth, m)));
             v.push((FramePart::DepthHeads, head));
         }

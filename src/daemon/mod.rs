@@ -84,6 +84,10 @@ mod run {
         pub prebuffer: usize,
         /// Decoded frames generation may run ahead of playback once an utterance plays.
         pub lead: usize,
+        /// Codebooks generated per frame (None: all the model's). The user's turns are encoded
+        /// with as many, so the conversation holds frames of one width (see
+        /// [`crate::csm::model`]).
+        pub codebooks: Option<usize>,
         /// Device settings (periods, prefill, format, channels, thread hook); rate and period
         /// are taken from the model's codec.
         pub stream: StreamConfig,
@@ -110,6 +114,7 @@ mod run {
                 gate: GateConfig::default(),
                 prebuffer: 2,
                 lead: 8,
+                codebooks: None,
                 stream: StreamConfig::default(),
                 session_hook: None,
                 fault_injection: false,
@@ -184,6 +189,15 @@ mod run {
             let fmt = PromptFormatter::from_file(cfg.model.join("tokenizer.json"))?;
             fmt.check_config(&model_cfg)?;
             let mut csm = Csm::load(&cfg.model)?;
+            if let Some(n) = cfg.codebooks {
+                csm.set_codebooks(n).map_err(|_| {
+                    Error::Invalid(format!(
+                        "--codebooks {n}: the model in {} generates 1 to {} codebooks per frame",
+                        cfg.model.display(),
+                        csm.num_codebooks()
+                    ))
+                })?;
+            }
             let pool = Arc::new(Pool::new(cfg.threads));
             let threads = pool.threads();
             csm.set_pool(pool)?;
@@ -197,7 +211,7 @@ mod run {
                     ))
                 })?
                 .clone();
-            let n = csm.num_codebooks();
+            let n = csm.codebooks();
             let mut scfg = cfg.stream.clone();
             scfg.rate = mimi.config().sampling_rate as u32;
             scfg.period = mimi.frame_size();
@@ -265,6 +279,8 @@ mod run {
                 max_turn_frames,
                 user_speaker: cfg.user_speaker,
                 threads,
+                codebooks: n,
+                model_codebooks: csm.num_codebooks(),
             };
             let stream_stats = Arc::new(LoopStats::default());
             let dispatcher = Arc::new(Dispatcher {

@@ -234,7 +234,7 @@ impl Session {
     }
 
     fn add_user_turn(&mut self, split: bool) {
-        let n = self.conv.model().num_codebooks();
+        let n = self.conv.model().codebooks();
         let frames = self.turn_codes.len() / n;
         if frames == 0 {
             return;

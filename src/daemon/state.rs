@@ -118,6 +118,9 @@ pub struct StaticInfo {
     pub max_turn_frames: usize,
     pub user_speaker: u32,
     pub threads: usize,
+    /// Codebooks generated per frame, and the model's count.
+    pub codebooks: usize,
+    pub model_codebooks: usize,
 }
 
 impl Shared {
@@ -309,6 +312,8 @@ impl Shared {
                 "max_utterance_frames": info.max_utterance_frames,
                 "max_turn_frames": info.max_turn_frames,
                 "threads": info.threads,
+                "codebooks": info.codebooks,
+                "model_codebooks": info.model_codebooks,
             },
         })
     }
