@@ -45,7 +45,6 @@ use edgecsm::kernels::matmul::matmul;
 use edgecsm::kernels::{Kernels, Pool, QScratch};
 use edgecsm::mimi::MimiDecoderStream;
 use edgecsm::synth::SynthDtype;
-use edgecsm::weights::Weights;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -175,23 +174,6 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
-/// Bytes one streaming Mimi decode of a frame reads: every decoder-side weight once.
-fn codec_decoder_bytes(dir: &Path) -> usize {
-    let w = Weights::open(dir)
-        .expect("weights")
-        .with_prefix("codec_model.");
-    w.names()
-        .iter()
-        .filter(|n| {
-            n.starts_with("decoder.")
-                || n.starts_with("decoder_transformer.")
-                || n.starts_with("upsample.")
-                || n.contains("output_proj")
-        })
-        .map(|n| w.stored_bytes(n))
-        .sum()
-}
-
 /// Every matrix-vector product of one frame timed by itself (in frame order, on the same
 /// weights and pool), summed per component; median of three passes. Seconds.
 fn sum_of_parts(csm: &Csm, pool: &Pool) -> BTreeMap<FramePart, f64> {
@@ -252,7 +234,7 @@ fn section(dir: &Path, dtype: SynthDtype, threads: usize, s: &Settings, floor_gb
     let p = &r.profile;
     let n = p.frames.max(1) as f64;
     let bytes = csm.frame_bytes();
-    let dec_bytes = codec_decoder_bytes(dir);
+    let dec_bytes = models::codec_decoder_bytes(dir);
     let dec_s = mean(&r.decode_s);
     println!(
         "time to first frame (20-token prompt: prefill + frame + its decode): {:.0} ms",
@@ -345,7 +327,7 @@ fn section(dir: &Path, dtype: SynthDtype, threads: usize, s: &Settings, floor_gb
 /// factor, and the measured time per frame here (generate + streaming decode, sampled) with
 /// its ratio to the first count listed, all in one run.
 fn codebooks_section(dir: &Path, dtype: SynthDtype, threads: usize, s: &Settings) {
-    let dec_bytes = codec_decoder_bytes(dir) as f64;
+    let dec_bytes = models::codec_decoder_bytes(dir) as f64;
     let boards = boards::load();
     println!(
         "\n## {} {}, {threads} thread(s), by codebooks generated per frame ({} frames each, \

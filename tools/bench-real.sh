@@ -19,7 +19,11 @@
 # prints llama-bench pp32 beside the same prefill measurement, interleaved in one run.
 #
 #   tools/bench-real.sh [--torch VENV] [--threads "1 2"] [--say-frames 60] [--skip-serve]
-#                       [--skip-loop] [--skip-mimi] [--models DIR]
+#                       [--skip-loop] [--skip-mimi] [--models DIR] [--dtype q8]
+#                       [--codebooks N]
+#
+# --dtype picks the csm-1b conversion (any `quantize --dtype` policy: q8, q4, q4-q8heads, ...);
+# --codebooks N is passed to generate, say and serve (the depth decoder runs N-1 passes).
 #
 # Everything it starts (PulseAudio, the daemon, the busy process) is stopped by PID. Needs the
 # packages of tools/install-deps.sh and python3 (stdlib only) for the socket client.
@@ -34,8 +38,10 @@ SAY_FRAMES=60
 SKIP_SERVE=0
 SKIP_LOOP=0
 SKIP_MIMI=0
+DTYPE=q8
+CODEBOOKS=()
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --torch) TORCH="$2"; shift 2 ;;
@@ -45,6 +51,8 @@ while [ $# -gt 0 ]; do
     --skip-loop) SKIP_LOOP=1; shift ;;
     --skip-mimi) SKIP_MIMI=1; shift ;;
     --models) MODELS="$2"; shift 2 ;;
+    --dtype) DTYPE="$2"; shift 2 ;;
+    --codebooks) CODEBOOKS=(--codebooks "$2"); shift 2 ;;
     -h|--help) usage 0 ;;
     *) echo "bench-real.sh: unknown argument '$1'" >&2; usage 2 >&2 ;;
   esac
@@ -73,7 +81,7 @@ model() { # preset dtype -> dir (made if missing or stale; same stamp as the ben
   fi
   echo "$dir"
 }
-CSM=$(model csm-1b q8)
+CSM=$(model csm-1b "$DTYPE")
 MIMI=$(model mimi q8)
 
 # int64 .npy of token ids: bos, n-2 text ids, eos (the bundled tokenizer's range)
@@ -99,18 +107,18 @@ per_frame() { sed -n 's/.*then \([0-9.]*\) ms per frame.*/\1/p'; }
 
 echo
 echo "# $("$BIN" --version) at real size ($(date -u +%Y-%m-%d), $(nproc) CPUs); synthetic \
-csm-1b q8 ($CSM)"
+csm-1b $DTYPE${CODEBOOKS[1]:+, ${CODEBOOKS[1]} codebooks} ($CSM)"
 echo
 echo "| what | threads | beside | result |"
 echo "|---|---|---|---|"
 
 for t in $THREADS; do
   a=$("$BIN" --threads "$t" generate --model "$CSM" --input-ids "$WORK/ids31.npy" \
-      --max-frames 1 --out "$WORK/c.npy" | first_frame)
+      --max-frames 1 "${CODEBOOKS[@]}" --out "$WORK/c.npy" | first_frame)
   b=$("$BIN" --threads "$t" generate --model "$CSM" --input-ids "$WORK/ids95.npy" \
-      --max-frames 1 --out "$WORK/c.npy" | first_frame)
+      --max-frames 1 "${CODEBOOKS[@]}" --out "$WORK/c.npy" | first_frame)
   g=$("$BIN" --threads "$t" generate --model "$CSM" --input-ids "$WORK/ids20.npy" \
-      --max-frames 20 --top-k 50 --temperature 0.9 --out "$WORK/c.npy" | per_frame)
+      --max-frames 20 --top-k 50 --temperature 0.9 "${CODEBOOKS[@]}" --out "$WORK/c.npy" | per_frame)
   pf=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.1f", 64 / (b - a) }')
   echo "| generate (20 frames) | $t | nothing | $g ms/frame; prefill $pf tokens/s |"
 done
@@ -120,7 +128,7 @@ busy_stop() { kill "$BUSY" 2>/dev/null || true; wait "$BUSY" 2>/dev/null || true
 say_row() { # threads beside
   local line ms rtf
   line=$("$BIN" --threads "$1" say "Real size, frame after frame, as a user runs it." \
-        --model "$CSM" --out "$WORK/s.wav" --max-seconds "$(awk -v f="$SAY_FRAMES" \
+        --model "$CSM" "${CODEBOOKS[@]}" --out "$WORK/s.wav" --max-seconds "$(awk -v f="$SAY_FRAMES" \
         'BEGIN { print f * 0.08 }')" 2>&1 | grep 'say: done')
   ms=$(echo "$line" | per_frame)
   rtf=$(awk -v m="$ms" 'BEGIN { printf "%.2f", m / 80 }')
@@ -140,7 +148,7 @@ fi
 
 if [ "$SKIP_SERVE" = 0 ]; then
   st=$(echo "$THREADS" | awk '{ print $NF }')
-  "$BIN" --threads "$st" serve --capture edgecsm_cap --playback edgecsm_play --model "$CSM" \
+  "$BIN" --threads "$st" serve --capture edgecsm_cap --playback edgecsm_play --model "$CSM" "${CODEBOOKS[@]}" \
     --socket "$WORK/s.sock" --barge-in off --max-seconds 10 >"$WORK/serve.log" 2>&1 &
   PIDS+=("$!")
   for _ in $(seq 600); do grep -q "ready in" "$WORK/serve.log" && break; sleep 0.1; done

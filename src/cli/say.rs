@@ -92,8 +92,8 @@ fn test_model_notice(dir: &Path) -> String {
          speech, whatever the text.\n\
          note: for real speech fetch sesame/csm-1b on a machine with hub access (e.g. \
          `huggingface-cli download sesame/csm-1b --local-dir models/csm-1b`), convert it with \
-         `edgecsm quantize --model models/csm-1b --dtype f16 --out models/csm-1b-f16` and pass \
-         `--model models/csm-1b-f16` (see the README, \"Speech generation (CSM)\").",
+         `edgecsm quantize --model models/csm-1b --dtype q8 --out models/csm-1b-q8` and pass \
+         `--model models/csm-1b-q8` (see the README, \"Speech generation (CSM)\").",
         dir.display()
     )
 }
