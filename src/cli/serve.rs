@@ -54,7 +54,8 @@ pub struct ServeArgs {
     /// generation is slower than real time: playback starts when the rest will arrive in time).
     #[arg(long, default_value_t = 2)]
     pub prebuffer: usize,
-    /// Decoded frames generation may run ahead of playback once an utterance plays.
+    /// Decoded frames generation may run ahead of playback once an utterance plays (when it is
+    /// faster than real time; a slower generator never pauses).
     #[arg(long, default_value_t = 8)]
     pub lead: usize,
     /// Periods (80 ms) per device buffer.

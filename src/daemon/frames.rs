@@ -221,6 +221,28 @@ mod tests {
         (f, tx, shared, turns)
     }
 
+    #[test]
+    fn a_slow_generator_is_never_held_back_while_its_utterance_plays() {
+        let sh = Shared::new(false, 128);
+        let (lead, pre) = (8, 2);
+        sh.speaking.store(1, Relaxed);
+        sh.utterance_max_frames.store(125, Relaxed);
+        sh.generated_frames.store(67, Relaxed);
+        // 139 ms per 80 ms frame (the csm-1b q8 daemon on 2 threads here)
+        sh.frame_ns.store(139_000_000, Relaxed);
+        // before playback: 67 queued can play to the end (58 * 139 * 9/8 <= 124 * 80 ms), so
+        // generation waits for the frame thread to start it; below the lead it never waits
+        assert!(sh.should_hold(1, 67, lead, pre, PERIOD_NS));
+        assert!(!sh.should_hold(1, 7, lead, pre, PERIOD_NS));
+        // playing: a slower-than-real-time generator keeps generating however far ahead
+        sh.playing.store(1, Relaxed);
+        assert!(!sh.should_hold(1, 67, lead, pre, PERIOD_NS));
+        // a faster one stops `lead` frames ahead
+        sh.frame_ns.store(PERIOD_NS / 2, Relaxed);
+        assert!(sh.should_hold(1, 8, lead, pre, PERIOD_NS));
+        assert!(!sh.should_hold(1, 7, lead, pre, PERIOD_NS));
+    }
+
     fn setup(barge_in: bool) -> (DaemonFrames, BlockProducer, Arc<Shared>) {
         let (f, tx, sh, _) = setup_with(barge_in, 4);
         (f, tx, sh)

@@ -434,13 +434,10 @@ impl Session {
                 if frames == 1 {
                     sh.first_queued_ns.store(sh.now_ns(), Relaxed);
                 }
-                // run at most `lead` frames ahead of playback once it plays (or can); while
-                // playback must wait for more frames, never wait (the ring holds it whole)
+                // run at most `lead` frames ahead of playback once it plays (or can), if that
+                // keeps it gap-free (see `Shared::should_hold`); the ring holds it whole
                 let ahead = |free: usize| {
-                    let queued = capacity - free as u64;
-                    queued >= lead
-                        && (sh.playing.load(Acquire) == id
-                            || sh.can_start(id, queued, prebuffer, period_ns))
+                    sh.should_hold(id, capacity - free as u64, lead, prebuffer, period_ns)
                 };
                 while ahead(speech.free()) || !speech.try_push(pcm, id) {
                     if cut(&sh) {

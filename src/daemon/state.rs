@@ -201,6 +201,31 @@ impl Shared {
             <= (queued + left).saturating_sub(1).saturating_mul(period_ns)
     }
 
+    /// Whether generation of utterance `id`, with `queued` frames waiting, should pause rather
+    /// than run further ahead of playback: only with at least `lead` frames queued, and then
+    /// before playback starts once it can start (the frame thread picks it up within a period),
+    /// and while it plays only if generation is measured faster than real time (with 1/8 to
+    /// spare). A slower generator never pauses: holding it back to `lead` frames would empty
+    /// the queue it needs to play to the end without a gap.
+    pub fn should_hold(
+        &self,
+        id: u64,
+        queued: u64,
+        lead: u64,
+        prebuffer: u64,
+        period_ns: u64,
+    ) -> bool {
+        if queued < lead {
+            return false;
+        }
+        if self.playing.load(Acquire) == id {
+            let g = self.frame_ns.load(Relaxed);
+            g != 0 && g.saturating_mul(9) / 8 <= period_ns
+        } else {
+            self.can_start(id, queued, prebuffer, period_ns)
+        }
+    }
+
     /// Cuts every utterance accepted so far — the one being generated or played and every one
     /// queued behind it — for `reason`; returns the highest id cut, or None when none was left.
     pub fn cut_all(&self, reason: u64) -> Option<u64> {
