@@ -47,6 +47,12 @@ pub fn teacher_forced(csm: &Csm, prompt: &[u32], codes: &[u32]) -> Result<Forced
             codes.len()
         )));
     }
+    if csm.codebooks() != n {
+        return Err(Error::Invalid(format!(
+            "teacher forcing compares whole frames: the model is set to {} of its {n} codebooks",
+            csm.codebooks()
+        )));
+    }
     let frames = codes.len() / n;
     let mut ids = prompt.to_vec();
     ids.extend(std::iter::repeat_n(d.audio_token_id, frames));
