@@ -408,6 +408,48 @@ unsafe fn q8_scale<const N: usize>(
     }
 }
 
+/// One 4-column group `g` of block `b` for every token: the 8 rows' int8 weights `w` (row-major
+/// groups of 4) times token j's 4 activations of the group, added into chain `g % C` of
+/// `isum[j]` (`vpmaddubsw` on |x| and sign(x)*w, then pairs summed by `vpmaddwd`; exact: with
+/// weights and activations in -127..=127, as the formats write them, a pair sum stays within
+/// int16).
+///
+/// # Safety
+/// As [`super::TileFn`] for block `b`, group `g`; AVX2 available.
+#[inline(always)]
+unsafe fn avx2_group<const N: usize, const C: usize>(
+    t: &Tile,
+    b: usize,
+    g: usize,
+    w: __m256i,
+    isum: &mut [[__m256i; C]; N],
+) {
+    // SAFETY: inlined into AVX2 callers; token j's activations of block b lie inside the tile.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        for (j, s) in isum.iter_mut().enumerate() {
+            let xb = x4(t, j, b, g);
+            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(xb, xb), _mm256_sign_epi8(w, xb));
+            s[g % C] = _mm256_add_epi32(s[g % C], _mm256_madd_epi16(p16, ones));
+        }
+    }
+}
+
+/// Each token's integer block sum: its `C` chains added (exact in any order).
+///
+/// # Safety
+/// AVX2 available.
+#[inline(always)]
+unsafe fn fold_chains<const N: usize, const C: usize>(isum: &[[__m256i; C]; N]) -> [__m256i; N] {
+    // SAFETY: the caller runs with AVX2 (an inlined helper of the AVX2 bodies).
+    std::array::from_fn(|j| {
+        isum[j]
+            .iter()
+            .skip(1)
+            .fold(isum[j][0], |s, v| unsafe { _mm256_add_epi32(s, *v) })
+    })
+}
+
 /// The AVX2 Q8 body: one panel x `N` tokens, the integer sums of a block in `C` chains (exact:
 /// integer addition does not depend on the order).
 ///
@@ -419,7 +461,6 @@ unsafe fn q8_avx2_body<const N: usize, const C: usize>(t: &Tile) {
     // token j's activations lie inside the tile (TileFn contract).
     unsafe {
         let nb = blocks(t.cols);
-        let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); N];
         for b in 0..nb {
             let blk = t.w.add(b * Q8P_BLOCK);
@@ -429,20 +470,9 @@ unsafe fn q8_avx2_body<const N: usize, const C: usize>(t: &Tile) {
                     prefetch(blk.add(2 * PANEL + g * 32));
                 }
                 let w = _mm256_loadu_si256(blk.add(2 * PANEL + g * 32).cast());
-                for (j, s) in isum.iter_mut().enumerate() {
-                    let xb = x4(t, j, b, g);
-                    let p16 =
-                        _mm256_maddubs_epi16(_mm256_sign_epi8(xb, xb), _mm256_sign_epi8(w, xb));
-                    s[g % C] = _mm256_add_epi32(s[g % C], _mm256_madd_epi16(p16, ones));
-                }
+                avx2_group::<N, C>(t, b, g, w, &mut isum);
             }
-            let sums: [__m256i; N] = std::array::from_fn(|j| {
-                isum[j]
-                    .iter()
-                    .skip(1)
-                    .fold(isum[j][0], |s, v| _mm256_add_epi32(s, *v))
-            });
-            q8_scale::<N>(t, blk, b, &sums, &mut acc);
+            q8_scale::<N>(t, blk, b, &fold_chains(&isum), &mut acc);
         }
         store::<N>(t, 0, &acc);
     }
@@ -551,7 +581,6 @@ unsafe fn q4_avx2_body<const N: usize, const C: usize>(t: &Tile) {
     // token j's activations lie inside the tile (TileFn contract).
     unsafe {
         let nb = blocks(t.cols);
-        let ones = _mm256_set1_epi16(1);
         let eight = _mm256_set1_epi8(8);
         let mut acc = [_mm256_setzero_ps(); N];
         for b in 0..nb {
@@ -566,21 +595,10 @@ unsafe fn q4_avx2_body<const N: usize, const C: usize>(t: &Tile) {
                     (_mm256_sub_epi8(lo, eight), h),
                     (_mm256_sub_epi8(hi, eight), h + 4),
                 ] {
-                    for (j, s) in isum.iter_mut().enumerate() {
-                        let xb = x4(t, j, b, g);
-                        let p16 =
-                            _mm256_maddubs_epi16(_mm256_sign_epi8(xb, xb), _mm256_sign_epi8(w, xb));
-                        s[g % C] = _mm256_add_epi32(s[g % C], _mm256_madd_epi16(p16, ones));
-                    }
+                    avx2_group::<N, C>(t, b, g, w, &mut isum);
                 }
             }
-            let sums: [__m256i; N] = std::array::from_fn(|j| {
-                isum[j]
-                    .iter()
-                    .skip(1)
-                    .fold(isum[j][0], |s, v| _mm256_add_epi32(s, *v))
-            });
-            q8_scale::<N>(t, blk, b, &sums, &mut acc);
+            q8_scale::<N>(t, blk, b, &fold_chains(&isum), &mut acc);
         }
         store::<N>(t, 0, &acc);
     }
