@@ -8,7 +8,8 @@
 //! The session thread decodes generated frames and pushes them, tagged with their utterance
 //! id, into a ring that holds the longest allowed utterance, so holding frames back never
 //! blocks generation. An utterance starts playing when it can play to the end without a gap,
-//! judged from the measured generation time per frame ([`Shared::can_start`]): with `q` frames
+//! judged from the measured generation time per frame
+//! ([`super::handoff::Handoff::can_start`]): with `q` frames
 //! queued, `r` still to generate (up to the utterance's frame limit), `g` per frame and a
 //! period `p`, it starts once `q >= prebuffer` and `r * g * 9/8 <= (q + r - 1) * p` (the last
 //! frame arrives before the queue runs dry, with 1/8 to spare), or once its generation has
@@ -20,19 +21,19 @@
 //! pause rather than a gap every few frames. The queue never grows past the ring.
 //!
 //! # Cuts (stop and barge-in)
-//! Blocks of an utterance whose id is at or below `Shared::cut` are discarded at the next
+//! Blocks of an utterance whose id is at or below the cut watermark are discarded at the next
 //! period: after a `stop`, no new frame of that utterance is handed to playback, so the sound
 //! ends within one period plus what the device already holds (the configured latency bound).
 //! With barge-in on, a confirmed speech onset while an utterance plays cuts it the same way.
 
-use super::state::{CUT_BY_BARGE_IN, Shared};
+use super::handoff::CutReason;
+use super::state::Shared;
 use super::turn::TurnCollector;
 use super::vad::{EnergyGate, Vad};
 use crate::Result;
 use crate::stream::FrameProcessor;
 use crate::stream::ring::BlockConsumer;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 /// The frame processor (see the module docs).
 #[derive(Debug)]
@@ -80,14 +81,11 @@ impl DaemonFrames {
     /// Discards queued blocks of cut utterances; marks them finished.
     fn apply_cut(&mut self) {
         let sh = &*self.shared;
-        let cut = sh.cut.load(Acquire);
+        let cut = sh.handoff.cut_watermark();
         if cut > self.seen_cut {
             self.seen_cut = cut;
-            let asked = sh.stop_received_ns.swap(0, Relaxed);
-            if asked != 0 {
-                sh.stop_to_cut.record_ns(sh.now_ns().saturating_sub(asked));
-            }
-            sh.finished.fetch_max(cut, Relaxed);
+            sh.metrics.cut_applied(sh.now_ns());
+            sh.handoff.finish(cut);
             if self.playing <= cut {
                 self.playing = 0;
                 self.rebuffering = false;
@@ -107,8 +105,7 @@ impl DaemonFrames {
     pub fn idle(&mut self) {
         self.apply_cut();
         if self.playing == 0 && self.speech.is_empty() {
-            let sh = &*self.shared;
-            sh.finished.fetch_max(sh.gen_done.load(Acquire), Relaxed);
+            self.shared.handoff.finish_ended();
         }
     }
 }
@@ -116,15 +113,16 @@ impl DaemonFrames {
 impl FrameProcessor for DaemonFrames {
     fn analyze(&mut self, input: &[f32]) -> Result<()> {
         let vad = self.gate.push(input);
-        if self.turns.push(vad, input, &self.shared.turns) {
-            self.shared.turn_end_ns.store(self.shared.now_ns(), Relaxed);
+        let sh = &*self.shared;
+        if self.turns.push(vad, input, &sh.metrics.turns) {
+            sh.metrics.turn_ended(sh.now_ns());
         }
         if vad == Vad::Start
-            && self.shared.barge_in
+            && sh.barge_in
             && self.playing != 0
-            && self.shared.cut_current(CUT_BY_BARGE_IN).is_some()
+            && sh.handoff.cut_current(CutReason::BargeIn).is_some()
         {
-            self.shared.barge_ins.fetch_add(1, Relaxed);
+            sh.metrics.barge_ins.incr();
         }
         Ok(())
     }
@@ -132,8 +130,9 @@ impl FrameProcessor for DaemonFrames {
     fn synthesize(&mut self, output: &mut [f32]) -> Result<()> {
         self.apply_cut();
         let sh = &*self.shared;
+        let (h, m) = (&sh.handoff, &sh.metrics);
         let can_start = |id: u64, queued: usize| {
-            sh.can_start(id, queued as u64, self.prebuffer as u64, self.period_ns)
+            h.can_start(id, queued as u64, self.prebuffer as u64, self.period_ns)
         };
         if self.playing == 0
             && let Some(id) = self.speech.peek_stamp()
@@ -141,49 +140,42 @@ impl FrameProcessor for DaemonFrames {
         {
             self.playing = id;
             self.rebuffering = false;
-            sh.playing.store(id, Release);
-            sh.played_frames.store(0, Relaxed);
-            let queued_at = sh.first_queued_ns.load(Relaxed);
-            sh.playback_wait
-                .record_ns(sh.now_ns().saturating_sub(queued_at));
+            h.start_playing(id);
+            m.playback_started(sh.now_ns());
         }
         if self.playing != 0 && self.rebuffering && can_start(self.playing, self.speech.len()) {
             self.rebuffering = false;
-            sh.playing.store(self.playing, Release);
+            h.resume(self.playing);
         }
         if self.playing != 0 && !self.rebuffering {
             if self.speech.peek_stamp() == Some(self.playing) {
                 self.speech.try_pop(output);
-                sh.played_frames.fetch_add(1, Relaxed);
-                sh.speech_frames_played.fetch_add(1, Relaxed);
+                h.frame_played();
+                m.speech_frames_played.incr();
                 if self.sounded != self.playing {
                     self.sounded = self.playing;
-                    let t = sh
-                        .now_ns()
-                        .saturating_sub(sh.utterance_received_ns.load(Relaxed));
-                    sh.text_to_first_sound.record_ns(t);
-                    sh.last_first_sound_us.store(t / 1000, Relaxed);
+                    m.first_sound(sh.now_ns());
                 }
                 return Ok(());
             }
-            if sh.gen_done.load(Acquire) >= self.playing {
+            if h.generation_ended(self.playing) {
                 // played out (a block of a later utterance, if any, starts next period)
-                sh.finished.fetch_max(self.playing, Relaxed);
+                h.finish(self.playing);
                 self.playing = 0;
-                sh.playing.store(0, Release);
+                h.pause();
             } else {
                 // generation fell behind: one pause until the rest will arrive in time, rather
                 // than a gap every few frames
                 self.rebuffering = true;
-                sh.playing.store(0, Release);
-                sh.rebuffers.fetch_add(1, Relaxed);
-                sh.speech_underruns.fetch_add(1, Relaxed);
+                h.pause();
+                m.rebuffers.incr();
+                m.speech_underruns.incr();
             }
         } else if self.playing != 0 {
-            sh.speech_underruns.fetch_add(1, Relaxed);
+            m.speech_underruns.incr();
         } else if self.speech.is_empty() {
             // nothing queued and nothing playing: every ended generation is finished
-            sh.finished.fetch_max(sh.gen_done.load(Acquire), Relaxed);
+            h.finish_ended();
         }
         output.fill(0.0);
         Ok(())
@@ -193,7 +185,7 @@ impl FrameProcessor for DaemonFrames {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::state::CUT_BY_STOP;
+    use crate::daemon::handoff::CutReason::Stop;
     use crate::daemon::turn::{TurnEvent, TurnReceiver, turn_channel};
     use crate::daemon::vad::GateConfig;
     use crate::stream::ring::{BlockProducer, block_ring};
@@ -216,31 +208,8 @@ mod tests {
         .unwrap();
         let f = DaemonFrames::new(gate, collector, rx, shared.clone(), 2, PERIOD_NS);
         // generation measured faster than real time: playback starts after the prebuffer
-        shared.frame_ns.store(PERIOD_NS / 4, Relaxed);
-        shared.utterance_max_frames.store(100, Relaxed);
+        shared.handoff.measured(PERIOD_NS / 4);
         (f, tx, shared, turns)
-    }
-
-    #[test]
-    fn a_slow_generator_is_never_held_back_while_its_utterance_plays() {
-        let sh = Shared::new(false, 128);
-        let (lead, pre) = (8, 2);
-        sh.speaking.store(1, Relaxed);
-        sh.utterance_max_frames.store(125, Relaxed);
-        sh.generated_frames.store(67, Relaxed);
-        // 139 ms per 80 ms frame (the csm-1b q8 daemon on 2 threads here)
-        sh.frame_ns.store(139_000_000, Relaxed);
-        // before playback: 67 queued can play to the end (58 * 139 * 9/8 <= 124 * 80 ms), so
-        // generation waits for the frame thread to start it; below the lead it never waits
-        assert!(sh.should_hold(1, 67, lead, pre, PERIOD_NS));
-        assert!(!sh.should_hold(1, 7, lead, pre, PERIOD_NS));
-        // playing: a slower-than-real-time generator keeps generating however far ahead
-        sh.playing.store(1, Relaxed);
-        assert!(!sh.should_hold(1, 67, lead, pre, PERIOD_NS));
-        // a faster one stops `lead` frames ahead
-        sh.frame_ns.store(PERIOD_NS / 2, Relaxed);
-        assert!(sh.should_hold(1, 8, lead, pre, PERIOD_NS));
-        assert!(!sh.should_hold(1, 7, lead, pre, PERIOD_NS));
     }
 
     fn setup(barge_in: bool) -> (DaemonFrames, BlockProducer, Arc<Shared>) {
@@ -259,7 +228,7 @@ mod tests {
     fn prebuffer_underruns_and_end_of_utterance() {
         let (mut f, mut tx, sh) = setup(false);
         assert_eq!(play(&mut f), 0.0, "silence when idle");
-        sh.speaking.store(1, Relaxed);
+        sh.handoff.begin_generating(1, 100);
         assert!(tx.try_push(&[0.1; P], 1));
         assert_eq!(play(&mut f), 0.0, "waits for the prebuffer");
         assert!(tx.try_push(&[0.2; P], 1));
@@ -268,69 +237,67 @@ mod tests {
         // generation late: silence, counted, and playback pauses until it can go on without
         // a gap (here: the prebuffer again), instead of playing each frame as it comes
         assert_eq!(play(&mut f), 0.0);
-        assert_eq!(sh.speech_underruns.load(Relaxed), 1);
-        assert_eq!(sh.rebuffers.load(Relaxed), 1);
+        assert_eq!(sh.metrics.speech_underruns.get(), 1);
+        assert_eq!(sh.metrics.rebuffers.get(), 1);
         assert_eq!(
-            sh.playing.load(Relaxed),
-            0,
+            sh.handoff.playing(),
+            None,
             "the session may run ahead again"
         );
         assert!(tx.try_push(&[0.3; P], 1));
         assert_eq!(play(&mut f), 0.0, "one frame is not enough to go on");
-        assert_eq!(sh.speech_underruns.load(Relaxed), 2);
+        assert_eq!(sh.metrics.speech_underruns.get(), 2);
         assert!(tx.try_push(&[0.35; P], 1));
         assert_eq!(play(&mut f), 0.3);
-        assert_eq!(sh.playing.load(Relaxed), 1);
+        assert_eq!(sh.handoff.playing(), Some(1));
         assert_eq!(play(&mut f), 0.35);
-        assert_eq!(sh.finished.load(Relaxed), 0);
+        assert!(!sh.handoff.is_finished(1));
         // generation ends: the utterance is over at the next period, not an underrun
-        sh.speaking.store(0, Relaxed);
-        sh.gen_done.store(1, Relaxed);
+        sh.handoff.end_generating(1);
         assert_eq!(play(&mut f), 0.0);
-        assert_eq!(sh.finished.load(Relaxed), 1);
-        assert_eq!(sh.speech_underruns.load(Relaxed), 2);
-        assert_eq!(sh.rebuffers.load(Relaxed), 1);
-        assert_eq!(sh.played_frames.load(Relaxed), 4);
-        assert_eq!(sh.text_to_first_sound.summary().count, 1);
+        assert!(sh.handoff.is_finished(1) && !sh.handoff.is_finished(2));
+        assert_eq!(sh.metrics.speech_underruns.get(), 2);
+        assert_eq!(sh.metrics.rebuffers.get(), 1);
+        assert_eq!(sh.handoff.played_frames(), 4);
+        assert_eq!(sh.metrics.text_to_first_sound.summary().count, 1);
         // a one-frame utterance plays without waiting for a prebuffer it will never fill
         assert!(tx.try_push(&[0.4; P], 2));
-        sh.gen_done.store(2, Relaxed);
+        sh.handoff.end_generating(2);
         assert_eq!(play(&mut f), 0.4);
         assert_eq!(play(&mut f), 0.0);
-        assert_eq!(sh.finished.load(Relaxed), 2);
+        assert!(sh.handoff.is_finished(2));
     }
 
     #[test]
     fn a_stop_discards_queued_frames_at_the_next_period() {
         let (mut f, mut tx, sh) = setup(false);
-        sh.speaking.store(1, Relaxed);
+        sh.handoff.begin_generating(1, 100);
         for v in [0.1, 0.2, 0.3, 0.4] {
             assert!(tx.try_push(&[v; P], 1));
         }
         assert_eq!(play(&mut f), 0.1);
-        sh.stop_received_ns.store(sh.now_ns().max(1), Relaxed);
-        assert_eq!(sh.cut_current(CUT_BY_STOP), Some(1));
+        sh.metrics.stop_received(sh.now_ns().max(1));
+        assert_eq!(sh.handoff.cut_current(Stop), Some(1));
         assert_eq!(
             play(&mut f),
             0.0,
             "nothing of a cut utterance plays after the stop"
         );
-        assert_eq!(sh.finished.load(Relaxed), 1);
-        assert_eq!(sh.stop_to_cut.summary().count, 1);
+        assert!(sh.handoff.is_finished(1) && !sh.handoff.is_finished(2));
+        assert_eq!(sh.metrics.stop_to_cut.summary().count, 1);
         // a frame pushed after the cut (generation had not seen it yet) is discarded too
         assert!(tx.try_push(&[0.5; P], 1));
         assert_eq!(play(&mut f), 0.0);
         // the next utterance plays normally
-        sh.speaking.store(2, Relaxed);
+        sh.handoff.begin_generating(2, 100);
         assert!(tx.try_push(&[0.6; P], 2));
         assert!(tx.try_push(&[0.7; P], 2));
         assert_eq!(play(&mut f), 0.6);
         // nothing to stop once it is over
-        sh.speaking.store(0, Relaxed);
-        sh.gen_done.store(2, Relaxed);
+        sh.handoff.end_generating(2);
         assert_eq!(play(&mut f), 0.7);
         assert_eq!(play(&mut f), 0.0);
-        assert_eq!(sh.cut_current(CUT_BY_STOP), None);
+        assert_eq!(sh.handoff.cut_current(Stop), None);
     }
 
     #[test]
@@ -338,18 +305,16 @@ mod tests {
         // 10 frames at 200 ms each (2.5x slower than real time); playback of 80 ms periods
         let (mut f, mut tx, sh, _) = setup_with(false, 16);
         let (frames, gen_ms) = (10u64, 200u64);
-        sh.utterance_max_frames.store(frames, Relaxed);
-        sh.frame_ns.store(gen_ms * 1_000_000, Relaxed);
-        sh.speaking.store(1, Relaxed);
+        sh.handoff.measured(gen_ms * 1_000_000);
+        sh.handoff.begin_generating(1, frames);
         let (mut generated, mut started_at, mut played) = (0u64, None, 0u64);
         for t in (0..6000u64).step_by(10) {
             if generated < frames && t >= (generated + 1) * gen_ms {
                 assert!(tx.try_push(&[0.5; P], 1));
                 generated += 1;
-                sh.generated_frames.store(generated, Relaxed);
+                sh.handoff.frame_generated(generated);
                 if generated == frames {
-                    sh.speaking.store(0, Relaxed);
-                    sh.gen_done.store(1, Relaxed);
+                    sh.handoff.end_generating(1);
                 }
             }
             if t % 80 == 0 {
@@ -361,11 +326,11 @@ mod tests {
             }
         }
         assert_eq!(played, frames);
-        assert_eq!(sh.speech_underruns.load(Relaxed), 0, "a gap in the speech");
+        assert_eq!(sh.metrics.speech_underruns.get(), 0, "a gap in the speech");
         // it could not start after the prebuffer (2 frames at 400 ms): it waited for 7
         let start = started_at.unwrap();
         assert!((1400..1500).contains(&start), "started at {start} ms");
-        assert_eq!(sh.playback_wait.summary().count, 1);
+        assert_eq!(sh.metrics.playback_wait.summary().count, 1);
         // the same utterance with only the prebuffer policy would have played at 400 ms and
         // then run dry: the rate rule is what held it back
         assert!(start > 2 * gen_ms);
@@ -378,12 +343,12 @@ mod tests {
         let quiet = vec![0.0; P];
         f.analyze(&loud).unwrap();
         f.analyze(&loud).unwrap();
-        assert_eq!(sh.turn_end_ns.load(Relaxed), 0);
+        assert_eq!(sh.metrics.last_turn_end_ns(), 0);
         for _ in 0..3 {
             f.analyze(&quiet).unwrap();
         }
         assert!(
-            sh.turn_end_ns.load(Relaxed) > 0,
+            sh.metrics.last_turn_end_ns() > 0,
             "the turn's end is stamped"
         );
         let mut kinds = Vec::new();
@@ -401,7 +366,7 @@ mod tests {
         // two loud frames and the hangover's quiet ones belong to the turn
         assert_eq!(kinds.first(), Some(&'F'));
         assert_eq!(kinds.last(), Some(&'E'));
-        assert_eq!(sh.turns.turns.load(Relaxed), 1);
+        assert_eq!(sh.metrics.turns.turns.get(), 1);
     }
 
     #[test]
@@ -415,7 +380,7 @@ mod tests {
             for _ in 0..3 {
                 f.analyze(&quiet).unwrap();
             }
-            sh.speaking.store(1, Relaxed);
+            sh.handoff.begin_generating(1, 100);
             for v in [0.1, 0.2, 0.3] {
                 assert!(tx.try_push(&[v; P], 1));
             }
@@ -424,13 +389,13 @@ mod tests {
             let next = play(&mut f);
             if enabled {
                 assert_eq!(next, 0.0, "barge-in cuts the speech");
-                assert_eq!(sh.barge_ins.load(Relaxed), 1);
-                assert_eq!(sh.cut.load(Relaxed), 1);
+                assert_eq!(sh.metrics.barge_ins.get(), 1);
+                assert!(sh.handoff.is_cut(1));
             } else {
                 assert_eq!(next, 0.2, "barge-in off: speech goes on");
-                assert_eq!(sh.barge_ins.load(Relaxed), 0);
+                assert_eq!(sh.metrics.barge_ins.get(), 0);
             }
-            assert_eq!(sh.turns.turns.load(Relaxed), 1);
+            assert_eq!(sh.metrics.turns.turns.get(), 1);
         }
     }
 }

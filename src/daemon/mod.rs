@@ -11,7 +11,9 @@
 //! [`frames::DaemonFrames`] once per 80 ms period: it never allocates, locks or waits. The
 //! session thread ([`session`]) owns the conversation and generates one utterance at a time;
 //! [`socket`] serves clients ([`protocol`]: JSON lines); [`vad`] segments the user's turns and
-//! [`turn`] hands them over; [`state`] holds what the threads share and the `status` figures.
+//! [`turn`] hands them over; [`state`] holds what the threads share: the utterance hand-off
+//! between the client, session and frame threads ([`handoff`], where every memory ordering of
+//! that protocol is documented) and the `status` figures ([`metrics`]).
 //!
 //! # Latency accounting (reported by `status`)
 //! Frame thread compute per period (encode + gate + playback hand-off), generation compute per
@@ -24,7 +26,9 @@
 #[cfg(feature = "alsa")]
 pub mod audio;
 pub mod frames;
+pub mod handoff;
 pub mod health;
+pub mod metrics;
 pub mod protocol;
 pub mod session;
 pub mod socket;
@@ -39,9 +43,10 @@ pub use run::{Daemon, DaemonConfig};
 mod run {
     use super::audio::{Devices, Supervisor};
     use super::frames::DaemonFrames;
+    use super::handoff::CutReason;
     use super::session::{Dispatcher, MAX_QUEUED, SayDefaults, Session};
     use super::socket::ControlSocket;
-    use super::state::{CUT_BY_SHUTDOWN, Shared, StaticInfo};
+    use super::state::{Shared, StaticInfo};
     use super::turn::turn_channel;
     use super::vad::{EnergyGate, GateConfig};
     use crate::csm::prompt::PromptFormatter;
@@ -53,7 +58,7 @@ mod run {
     use crate::{Error, Result};
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     use std::sync::mpsc::sync_channel;
     use std::thread::JoinHandle;
 
@@ -283,14 +288,13 @@ mod run {
                 model_codebooks: csm.num_codebooks(),
             };
             let stream_stats = Arc::new(LoopStats::default());
-            let dispatcher = Arc::new(Dispatcher {
-                shared: shared.clone(),
-                cmds: cmd_tx,
-                info: info.clone(),
-                stream_stats: stream_stats.clone(),
-                next_id: AtomicU64::new(1),
-                faults: cfg.fault_injection,
-            });
+            let dispatcher = Arc::new(Dispatcher::new(
+                shared.clone(),
+                cmd_tx,
+                info.clone(),
+                stream_stats.clone(),
+                cfg.fault_injection,
+            ));
             let session = std::thread::Builder::new()
                 .name("edgecsm-session".into())
                 .spawn(move || session.run())
@@ -314,9 +318,7 @@ mod run {
             daemon
                 .socket
                 .serve(dispatcher, daemon.accept_stop.clone())?;
-            shared
-                .ready_us
-                .store(t0.elapsed().as_micros() as u64, Relaxed);
+            shared.metrics.ready_us.set(t0.elapsed().as_micros() as u64);
             Ok(daemon)
         }
 
@@ -352,8 +354,8 @@ mod run {
 
         fn stop_threads(&mut self) -> Result<Report> {
             let sh = &self.shared;
-            sh.cut_current(CUT_BY_SHUTDOWN);
-            sh.shutdown.store(true, Relaxed);
+            sh.handoff.cut_current(CutReason::Shutdown);
+            sh.shut_down();
             self.accept_stop.store(true, Relaxed);
             if let Some(s) = self.session.take() {
                 let _ = s.join();

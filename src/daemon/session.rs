@@ -16,10 +16,9 @@
 //! Between requests the session encodes the user's turns from the turn ring with its own
 //! streaming Mimi encoder (see [`super::turn`]) and adds each finished turn to the conversation.
 
+use super::handoff::CutReason;
 use super::protocol::{self, FaultPlace, Request, Say};
-use super::state::{
-    CUT_BY_BARGE_IN, CUT_BY_ERROR, CUT_BY_SHUTDOWN, CUT_BY_STOP, Shared, StaticInfo,
-};
+use super::state::{Shared, StaticInfo};
 use super::turn::{TurnEvent, TurnReceiver};
 use crate::csm::prompt::{PromptFormatter, Turn};
 use crate::csm::{Conversation, GenerateOptions, InvalidCodes, Segment, StopReason};
@@ -30,7 +29,7 @@ use crate::{Error, Result};
 use serde_json::json;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
 
@@ -57,7 +56,7 @@ pub enum Command {
 /// Sends without blocking; a full or closed client queue drops the line (counted when full).
 pub fn post(out: &Outbox, line: String, shared: &Shared) {
     if let Err(TrySendError::Full(_)) = out.try_send(line) {
-        shared.events_dropped.fetch_add(1, Relaxed);
+        shared.metrics.events_dropped.incr();
     }
 }
 
@@ -104,11 +103,11 @@ impl Session {
             h();
         }
         self.publish();
-        while !self.shared.shutdown.load(Relaxed) {
+        while !self.shared.shutting_down() {
             self.encode_user_turns();
             match self.cmds.recv_timeout(Duration::from_millis(20)) {
                 Ok(cmd) => {
-                    self.shared.queued.fetch_sub(1, Relaxed);
+                    self.shared.release_slot();
                     self.supervised(cmd);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -147,7 +146,7 @@ impl Session {
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic".into());
         let sh = self.shared.clone();
-        sh.session_restarts.fetch_add(1, Relaxed);
+        sh.metrics.session_restarts.incr();
         log::error!("internal error in the session thread ({msg}); conversation rebuilt");
         self.conv = Conversation::new(self.conv.model().clone());
         self.dec.reset();
@@ -156,15 +155,10 @@ impl Session {
         let error = format!("internal error ({msg}); the conversation was reset");
         match id {
             Some(id) => {
-                sh.speaking.store(0, Relaxed);
-                sh.gen_done.fetch_max(id, Release);
-                if sh.cut.load(Relaxed) < id {
-                    sh.cut_reason.store(CUT_BY_ERROR, Relaxed);
-                    sh.cut.fetch_max(id, Relaxed);
-                }
+                sh.handoff.fail(id);
                 let data = json!({
-                    "frames": sh.generated_frames.load(Relaxed),
-                    "played": sh.played_frames.load(Relaxed),
+                    "frames": sh.handoff.generated_frames(),
+                    "played": sh.handoff.played_frames(),
                     "reason": "error",
                     "error": error,
                     "text_to_first_sound_ms": null,
@@ -178,19 +172,17 @@ impl Session {
 
     /// Publishes the conversation's size for `status`.
     fn publish(&self) {
-        self.shared
-            .segments
-            .store(self.conv.segments().count() as u64, Relaxed);
-        self.shared
-            .positions
-            .store(self.conv.positions() as u64, Relaxed);
+        let m = &self.shared.metrics;
+        m.segments.set(self.conv.segments().count() as u64);
+        m.positions.set(self.conv.positions() as u64);
     }
 
     fn note_evictions(&self, r: &crate::csm::ContextReport) {
         if let Some(m) = r.eviction_message() {
             self.shared
+                .metrics
                 .evicted_segments
-                .fetch_add(r.evicted.len() as u64, Relaxed);
+                .add(r.evicted.len() as u64);
             log::info!("{m}");
         }
     }
@@ -224,7 +216,7 @@ impl Session {
                 }
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
-                    self.shared.user_turns_failed.fetch_add(1, Relaxed);
+                    self.shared.metrics.user_turns_failed.incr();
                     log::warn!("encoding a user turn failed: {e}");
                     self.turn_codes.clear();
                 }
@@ -258,12 +250,8 @@ impl Session {
         match seg.and_then(|s| self.conv.add_segment(s)) {
             Ok(r) => {
                 self.note_evictions(&r);
-                self.shared.user_turns_added.fetch_add(1, Relaxed);
-                let ended = self.shared.turn_end_ns.load(Relaxed);
-                if ended != 0 {
-                    let sh = &self.shared;
-                    sh.user_turn.record_ns(sh.now_ns().saturating_sub(ended));
-                }
+                let sh = &self.shared;
+                sh.metrics.turn_added(sh.now_ns());
                 log::info!(
                     "user turn {k}: {frames} frames ({:.2} s){} added to the conversation",
                     frames as f64 / self.frame_rate,
@@ -271,7 +259,7 @@ impl Session {
                 );
             }
             Err(e) => {
-                self.shared.user_turns_failed.fetch_add(1, Relaxed);
+                self.shared.metrics.user_turns_failed.incr();
                 log::warn!("user turn {k} not added: {e}");
             }
         }
@@ -281,44 +269,35 @@ impl Session {
     fn say(&mut self, id: u64, say: &Say, out: &Outbox, received_ns: u64) {
         let sh = self.shared.clone();
         // this utterance's figures only, whatever happens below
-        sh.last_first_sound_us.store(u64::MAX, Relaxed);
-        sh.played_frames.store(0, Relaxed);
-        sh.generated_frames.store(0, Relaxed);
-        if sh.cut.load(Acquire) >= id {
+        sh.metrics.utterance_claimed();
+        if !sh.handoff.claim(id) {
             // stopped while it waited in the queue: nothing was generated or played
-            sh.gen_done.fetch_max(id, Release);
-            sh.finished.fetch_max(id, Relaxed);
+            sh.handoff.skip(id);
             let data = json!({"frames": 0, "played": 0, "reason": "stopped",
                               "text_to_first_sound_ms": null});
             post(out, protocol::event("done", id, data), &sh);
             return;
         }
         let r = self.generate(id, say, out, received_ns);
-        sh.speaking.store(0, Relaxed);
-        sh.gen_done.fetch_max(id, Release);
+        sh.handoff.end_generating(id);
         // wait until the frame thread has played the utterance out or cut it
-        while sh.finished.load(Relaxed) < id && !sh.shutdown.load(Relaxed) {
+        while !sh.handoff.is_finished(id) && !sh.shutting_down() {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let cut = sh.cut.load(Relaxed) >= id;
         let (frames, mut reason, err) = match r {
             Ok((frames, stop)) => (frames, stop_name(stop), None),
             Err((frames, e)) => (frames, "error", Some(e.to_string())),
         };
-        if cut && err.is_none() {
-            reason = match sh.cut_reason.load(Relaxed) {
-                CUT_BY_BARGE_IN => "barge_in",
-                CUT_BY_SHUTDOWN => "shutdown",
-                CUT_BY_ERROR => "error",
-                _ => "stopped",
-            };
+        if let Some(cut) = sh.handoff.cut_reason(id)
+            && err.is_none()
+        {
+            reason = cut.name();
         }
-        let tfs = sh.last_first_sound_us.load(Relaxed);
         let mut data = json!({
             "frames": frames,
-            "played": sh.played_frames.load(Relaxed),
+            "played": sh.handoff.played_frames(),
             "reason": reason,
-            "text_to_first_sound_ms": (tfs != u64::MAX).then(|| tfs as f64 / 1000.0),
+            "text_to_first_sound_ms": sh.metrics.last_first_sound_ms(),
         });
         log::debug!(
             "utterance {id} done: {frames} frames generated, {} played, {reason}",
@@ -373,12 +352,10 @@ impl Session {
         }
         // as `say` does: never draw a code the codec cannot decode
         opts.invalid_codes = InvalidCodes::Mask;
-        sh.utterance_max_frames.store(max_frames as u64, Relaxed);
-        sh.utterance_received_ns.store(received_ns, Relaxed);
-        sh.utterances.fetch_add(1, Relaxed);
-        sh.speaking.store(id, Release);
+        sh.metrics.utterance_begins(received_ns);
+        sh.handoff.begin_generating(id, max_frames as u64);
         // the wait for a gap-free start, from the last measured rate (see `frames`)
-        let prior = sh.frame_ns.load(Relaxed);
+        let prior = sh.handoff.frame_ns();
         let expected_wait_ms = (prior != 0).then(|| {
             let (m, g, p) = (
                 max_frames as f64,
@@ -409,14 +386,14 @@ impl Session {
         let mut decode_err: Option<Error> = None;
         let mut resumed = sh.now_ns();
         let mut measured_ns = 0u64;
-        let cut = |sh: &Shared| sh.cut.load(Relaxed) >= id || sh.shutdown.load(Relaxed);
+        let cut = |sh: &Shared| sh.handoff.is_cut(id) || sh.shutting_down();
         let g = self
             .conv
             .generate(Segment::new(label, ids, Vec::new()), &opts, |frame| {
                 if cut(&sh) {
                     return ControlFlow::Break(());
                 }
-                if sh.inject_panic.swap(false, Relaxed) {
+                if sh.take_injected_panic() {
                     panic!("injected panic in the session thread (utterance {id})");
                 }
                 if let Err(e) = dec.decode_frame(frame, pcm) {
@@ -426,18 +403,20 @@ impl Session {
                 if frames > 0 {
                     // the first frame's time includes the prompt's prefill
                     let t = sh.now_ns().saturating_sub(resumed);
-                    sh.gen_frame.record_ns(t);
+                    sh.metrics.gen_frame.record_ns(t);
                     measured_ns += t;
-                    sh.frame_ns.store(measured_ns / frames as u64, Relaxed);
+                    sh.handoff.measured(measured_ns / frames as u64);
                 }
                 frames += 1;
                 if frames == 1 {
-                    sh.first_queued_ns.store(sh.now_ns(), Relaxed);
+                    sh.metrics.first_frame_queued(sh.now_ns());
                 }
                 // run at most `lead` frames ahead of playback once it plays (or can), if that
-                // keeps it gap-free (see `Shared::should_hold`); the ring holds it whole
+                // keeps it gap-free (see `Handoff::should_hold`); the ring holds it whole
                 let ahead = |free: usize| {
-                    sh.should_hold(id, capacity - free as u64, lead, prebuffer, period_ns)
+                    let queued = capacity - free as u64;
+                    sh.handoff
+                        .should_hold(id, queued, lead, prebuffer, period_ns)
                 };
                 while ahead(speech.free()) || !speech.try_push(pcm, id) {
                     if cut(&sh) {
@@ -445,7 +424,7 @@ impl Session {
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                sh.generated_frames.store(frames as u64, Relaxed);
+                sh.handoff.frame_generated(frames as u64);
                 resumed = sh.now_ns();
                 ControlFlow::Continue(())
             });
@@ -477,12 +456,30 @@ pub struct Dispatcher {
     pub cmds: SyncSender<Command>,
     pub info: StaticInfo,
     pub stream_stats: Arc<LoopStats>,
-    pub next_id: std::sync::atomic::AtomicU64,
+    /// The id of the next `say` (from 1; only client threads take ids, Relaxed).
+    next_id: AtomicU64,
     /// Accept the `_fault` test requests (`DaemonConfig::fault_injection`).
     pub faults: bool,
 }
 
 impl Dispatcher {
+    pub fn new(
+        shared: Arc<Shared>,
+        cmds: SyncSender<Command>,
+        info: StaticInfo,
+        stream_stats: Arc<LoopStats>,
+        faults: bool,
+    ) -> Dispatcher {
+        Dispatcher {
+            shared,
+            cmds,
+            info,
+            stream_stats,
+            next_id: AtomicU64::new(1),
+            faults,
+        }
+    }
+
     /// Handles one parsed request from a client whose replies go to `out`.
     pub fn dispatch(&self, req: Request, out: &Outbox) -> Result<()> {
         let sh = &*self.shared;
@@ -496,11 +493,11 @@ impl Dispatcher {
                 reply(protocol::ok("status", json!({ "status": data })));
             }
             Request::Stop => {
-                sh.stop_received_ns.store(sh.now_ns(), Relaxed);
+                sh.metrics.stop_received(sh.now_ns());
                 // the utterance speaking or being generated and every one queued behind it
-                let stopped = sh.cut_all(CUT_BY_STOP);
+                let stopped = sh.handoff.cut_all(CutReason::Stop);
                 if stopped.is_none() {
-                    sh.stop_received_ns.store(0, Relaxed);
+                    sh.metrics.stop_found_nothing();
                 }
                 reply(protocol::ok("stop", json!({ "stopped": stopped })));
             }
@@ -513,7 +510,7 @@ impl Dispatcher {
                 }
                 match place {
                     FaultPlace::Session => {
-                        sh.inject_panic.store(true, Relaxed);
+                        sh.inject_panic();
                         reply(protocol::ok("_fault", json!({})));
                     }
                     FaultPlace::Client => panic!("injected panic in a client thread"),
@@ -528,7 +525,7 @@ impl Dispatcher {
                 }
                 let id = self.next_id.fetch_add(1, Relaxed);
                 // before the reply: a `stop` that follows it sees this utterance
-                sh.accepted.fetch_max(id, Release);
+                sh.handoff.accept(id);
                 let received_ns = sh.now_ns();
                 // the reply goes out before the session can post the first event
                 reply(protocol::ok("say", json!({ "id": id })));
@@ -554,23 +551,13 @@ impl Dispatcher {
 
     /// Takes a queue slot, or false when `MAX_QUEUED` are taken.
     fn reserve(&self) -> bool {
-        let q = &self.shared.queued;
-        let mut cur = q.load(Relaxed);
-        loop {
-            if cur >= MAX_QUEUED {
-                return false;
-            }
-            match q.compare_exchange_weak(cur, cur + 1, Relaxed, Relaxed) {
-                Ok(_) => return true,
-                Err(c) => cur = c,
-            }
-        }
+        self.shared.reserve_slot(MAX_QUEUED)
     }
 
     fn enqueue(&self, cmd: Command) {
         // a reserved slot means the channel (capacity MAX_QUEUED) has room
         if self.cmds.send(cmd).is_err() {
-            self.shared.queued.fetch_sub(1, Relaxed);
+            self.shared.release_slot();
         }
     }
 }

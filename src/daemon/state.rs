@@ -1,106 +1,36 @@
-//! What the daemon's threads share: the utterance hand-off flags (which one is generating,
-//! which are cut, which have finished playing), latency histograms and counters, and the
-//! `status` reply built from them and the audio loop's own statistics. All atomics: the frame
-//! thread reads and writes them without locks or allocation.
+//! What the daemon's threads share: the utterance hand-off ([`Handoff`]), the figures for
+//! `status` ([`Metrics`]), the devices' health, the request queue's count and the shutdown
+//! flag, and the `status` reply built from them and the audio loop's own statistics.
 
+use super::handoff::Handoff;
 use super::health::AudioHealth;
-use super::turn::TurnCounters;
+use super::metrics::Metrics;
 use crate::stream::LoopStats;
-use crate::stream::stats::{Histogram, Summary};
+use crate::stream::stats::Summary;
 use serde_json::{Value, json};
-use std::sync::atomic::{
-    AtomicBool, AtomicU64,
-    Ordering::{Acquire, Relaxed},
-};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-/// Why the last cut happened.
-pub const CUT_BY_STOP: u64 = 1;
-pub const CUT_BY_BARGE_IN: u64 = 2;
-pub const CUT_BY_SHUTDOWN: u64 = 3;
-pub const CUT_BY_ERROR: u64 = 4;
-
-/// Shared state (see the module docs). Utterance ids start at 1; 0 means none.
+/// Shared state (see the module docs).
 #[derive(Debug)]
 pub struct Shared {
-    pub epoch: Instant,
-    /// The utterance being generated (0: none).
-    pub speaking: AtomicU64,
-    /// Every utterance with an id at or below this is cut: not played any further.
-    pub cut: AtomicU64,
-    /// Why `cut` was last raised (`CUT_BY_*`).
-    pub cut_reason: AtomicU64,
-    /// Generation of every utterance up to this id has ended (no more blocks will come).
-    pub gen_done: AtomicU64,
-    /// Playback of every utterance up to this id is over (played out or cut).
-    pub finished: AtomicU64,
-    /// When the request of the utterance being generated arrived (ns since `epoch`).
-    pub utterance_received_ns: AtomicU64,
-    /// When the last `stop` arrived (ns since `epoch`; 0 once the frame thread handled it).
-    pub stop_received_ns: AtomicU64,
-    /// Text-to-first-sound of the last utterance that made a sound (us; `u64::MAX`: none).
-    pub last_first_sound_us: AtomicU64,
-    /// Frames handed to playback for the utterance being played.
-    pub played_frames: AtomicU64,
-    /// Frames generated for the utterance being generated.
-    pub generated_frames: AtomicU64,
-    /// The frame limit of the utterance being generated.
-    pub utterance_max_frames: AtomicU64,
-    /// Generation time per frame (ns): the mean of the current utterance's frames after its
-    /// first, or the last utterance's until it has one (0: not known yet). The frame thread
-    /// starts playback from it (see [`super::frames`]).
-    pub frame_ns: AtomicU64,
-    /// When the current utterance's first frame was queued for playback (ns since `epoch`).
-    pub first_queued_ns: AtomicU64,
-    /// The utterance playback has started (0: none): generation runs at most the lead ahead
-    /// of it.
-    pub playing: AtomicU64,
-    /// When the last user turn ended on the frame thread (ns since `epoch`).
-    pub turn_end_ns: AtomicU64,
-    /// Requests waiting for the session thread.
-    pub queued: AtomicU64,
-    /// The last `say` accepted (its id; 0: none): a `stop` cuts every utterance up to it.
-    pub accepted: AtomicU64,
-    /// Times the session thread recovered from a panic (the utterance ended with an error and
-    /// the conversation was rebuilt).
-    pub session_restarts: AtomicU64,
-    /// Test hook (`DaemonConfig::fault_injection`): the session panics at its next frame.
-    pub inject_panic: AtomicBool,
-    /// How long `Daemon::start` took: model loaded, devices open, threads running (us).
-    pub ready_us: AtomicU64,
-    pub shutdown: AtomicBool,
+    epoch: Instant,
+    /// The utterance hand-off between the client, session and frame threads.
+    pub handoff: Handoff,
+    /// Counters, histograms and the stamps they are measured from.
+    pub metrics: Metrics,
     /// The devices' health (lost, reopening, reconnects).
     pub audio: AudioHealth,
     pub barge_in: bool,
-    // conversation, published by the session thread
-    pub segments: AtomicU64,
-    pub positions: AtomicU64,
     pub max_positions: u64,
-    pub evicted_segments: AtomicU64,
-    pub user_turns_added: AtomicU64,
-    pub user_turns_failed: AtomicU64,
-    // counters
-    pub turns: TurnCounters,
-    pub barge_ins: AtomicU64,
-    /// Periods of silence played inside an utterance because generation was late.
-    pub speech_underruns: AtomicU64,
-    pub speech_frames_played: AtomicU64,
-    /// Times an utterance ran dry while playing and paused until it could go on without a gap.
-    pub rebuffers: AtomicU64,
-    pub utterances: AtomicU64,
-    /// Events not delivered because a client's queue was full.
-    pub events_dropped: AtomicU64,
-    /// Generation compute per frame: CSM frame + Mimi decode (waits for ring room excluded).
-    pub gen_frame: Histogram,
-    /// From a `say` request's arrival to its first frame handed to playback.
-    pub text_to_first_sound: Histogram,
-    /// From a `stop` request's arrival to the frame thread's cut.
-    pub stop_to_cut: Histogram,
-    /// From an utterance's first frame queued to its playback start (the wait for enough of
-    /// it to play without a gap).
-    pub playback_wait: Histogram,
-    /// From the end of a user turn on the frame thread to its codes in the conversation.
-    pub user_turn: Histogram,
+    /// Requests waiting for the session thread (slots taken by client threads, given back by
+    /// the session; Relaxed: the channel itself carries the request).
+    queued: AtomicU64,
+    /// Test hook (`DaemonConfig::fault_injection`): the session panics at its next frame.
+    inject_panic: AtomicBool,
+    /// Raised once by the thread shutting the daemon down; the session polls it (Relaxed:
+    /// the join that follows is the synchronisation).
+    shutdown: AtomicBool,
 }
 
 /// Fixed facts for `status`.
@@ -127,134 +57,62 @@ impl Shared {
     pub fn new(barge_in: bool, max_positions: usize) -> Shared {
         Shared {
             epoch: Instant::now(),
-            speaking: AtomicU64::new(0),
-            cut: AtomicU64::new(0),
-            cut_reason: AtomicU64::new(0),
-            gen_done: AtomicU64::new(0),
-            finished: AtomicU64::new(0),
-            utterance_received_ns: AtomicU64::new(0),
-            stop_received_ns: AtomicU64::new(0),
-            last_first_sound_us: AtomicU64::new(u64::MAX),
-            played_frames: AtomicU64::new(0),
-            generated_frames: AtomicU64::new(0),
-            utterance_max_frames: AtomicU64::new(0),
-            frame_ns: AtomicU64::new(0),
-            first_queued_ns: AtomicU64::new(0),
-            playing: AtomicU64::new(0),
-            turn_end_ns: AtomicU64::new(0),
-            queued: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
-            session_restarts: AtomicU64::new(0),
-            inject_panic: AtomicBool::new(false),
-            ready_us: AtomicU64::new(0),
-            shutdown: AtomicBool::new(false),
+            handoff: Handoff::default(),
+            metrics: Metrics::default(),
             audio: AudioHealth::default(),
             barge_in,
-            segments: AtomicU64::new(0),
-            positions: AtomicU64::new(0),
             max_positions: max_positions as u64,
-            evicted_segments: AtomicU64::new(0),
-            user_turns_added: AtomicU64::new(0),
-            user_turns_failed: AtomicU64::new(0),
-            turns: TurnCounters::default(),
-            barge_ins: AtomicU64::new(0),
-            speech_underruns: AtomicU64::new(0),
-            speech_frames_played: AtomicU64::new(0),
-            rebuffers: AtomicU64::new(0),
-            utterances: AtomicU64::new(0),
-            events_dropped: AtomicU64::new(0),
-            gen_frame: Histogram::default(),
-            text_to_first_sound: Histogram::default(),
-            stop_to_cut: Histogram::default(),
-            playback_wait: Histogram::default(),
-            user_turn: Histogram::default(),
+            queued: AtomicU64::new(0),
+            inject_panic: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
         }
     }
 
-    /// Nanoseconds since `epoch`.
+    /// Nanoseconds since the daemon started (the epoch of every stamp).
     pub fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// Whether utterance `id`, with `queued` frames waiting, can start playing now: its
-    /// generation has ended, or at least `prebuffer` frames are queued and, at the measured
-    /// generation time per frame `g`, the `r` frames still to come (up to its frame limit) will
-    /// arrive before the queue runs dry: `r * g * 9/8 <= (queued + r - 1) * period` (1/8 to
-    /// spare). The frame thread starts playback on it; the session stops running ahead on it.
-    pub fn can_start(&self, id: u64, queued: u64, prebuffer: u64, period_ns: u64) -> bool {
-        if self.gen_done.load(Acquire) >= id {
-            return true;
-        }
-        if queued < prebuffer || self.speaking.load(Acquire) != id {
-            return false;
-        }
-        let g = self.frame_ns.load(Relaxed);
-        if g == 0 {
-            // no measurement yet: wait for one
-            return false;
-        }
-        let left = self
-            .utterance_max_frames
-            .load(Relaxed)
-            .saturating_sub(self.generated_frames.load(Relaxed));
-        left.saturating_mul(g).saturating_mul(9) / 8
-            <= (queued + left).saturating_sub(1).saturating_mul(period_ns)
-    }
-
-    /// Whether generation of utterance `id`, with `queued` frames waiting, should pause rather
-    /// than run further ahead of playback: only with at least `lead` frames queued, and then
-    /// before playback starts once it can start (the frame thread picks it up within a period),
-    /// and while it plays only if generation is measured faster than real time (with 1/8 to
-    /// spare). A slower generator never pauses: holding it back to `lead` frames would empty
-    /// the queue it needs to play to the end without a gap.
-    pub fn should_hold(
-        &self,
-        id: u64,
-        queued: u64,
-        lead: u64,
-        prebuffer: u64,
-        period_ns: u64,
-    ) -> bool {
-        if queued < lead {
-            return false;
-        }
-        if self.playing.load(Acquire) == id {
-            let g = self.frame_ns.load(Relaxed);
-            g != 0 && g.saturating_mul(9) / 8 <= period_ns
-        } else {
-            self.can_start(id, queued, prebuffer, period_ns)
+    /// Client thread: takes a slot in the request queue, or false when `max` are taken.
+    pub fn reserve_slot(&self, max: u64) -> bool {
+        let mut cur = self.queued.load(Relaxed);
+        loop {
+            if cur >= max {
+                return false;
+            }
+            match self
+                .queued
+                .compare_exchange_weak(cur, cur + 1, Relaxed, Relaxed)
+            {
+                Ok(_) => return true,
+                Err(c) => cur = c,
+            }
         }
     }
 
-    /// Cuts every utterance accepted so far — the one being generated or played and every one
-    /// queued behind it — for `reason`; returns the highest id cut, or None when none was left.
-    pub fn cut_all(&self, reason: u64) -> Option<u64> {
-        let target = self.accepted.load(Acquire);
-        if target == 0 || target <= self.finished.load(Relaxed) || target <= self.cut.load(Relaxed)
-        {
-            return None;
-        }
-        self.cut_reason.store(reason, Relaxed);
-        self.cut.fetch_max(target, Relaxed);
-        Some(target)
+    /// Session thread (a request taken) or client thread (a request never sent): gives a
+    /// slot back.
+    pub fn release_slot(&self) {
+        self.queued.fetch_sub(1, Relaxed);
     }
 
-    /// Cuts the utterance being generated or played (if any) for `reason`; returns its id.
-    pub fn cut_current(&self, reason: u64) -> Option<u64> {
-        let id = self.speaking.load(Relaxed);
-        let finished = self.finished.load(Relaxed);
-        // the one being generated, or else the last one still playing
-        let target = if id != 0 {
-            id
-        } else {
-            self.gen_done.load(Relaxed)
-        };
-        if target == 0 || target <= finished || target <= self.cut.load(Relaxed) {
-            return None;
-        }
-        self.cut_reason.store(reason, Relaxed);
-        self.cut.fetch_max(target, Relaxed);
-        Some(target)
+    /// Test hook: the session thread panics at its next generated frame.
+    pub fn inject_panic(&self) {
+        self.inject_panic.store(true, Relaxed);
+    }
+
+    /// Session thread: whether a panic was injected (and clears it).
+    pub fn take_injected_panic(&self) -> bool {
+        self.inject_panic.swap(false, Relaxed)
+    }
+
+    /// The daemon is shutting down: the session ends its utterance and its loop.
+    pub fn shut_down(&self) {
+        self.shutdown.store(true, Relaxed);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.load(Relaxed)
     }
 
     /// The `status` reply's data.
@@ -269,32 +127,30 @@ impl Shared {
                 "count": x.count,
             })
         };
-        let tfs = self.text_to_first_sound.summary();
-        let last_tfs = self.last_first_sound_us.load(Relaxed);
-        let speaking = self.speaking.load(Relaxed);
-        let playing = self.playing.load(Relaxed);
+        let (h, m) = (&self.handoff, &self.metrics);
+        let tfs = m.text_to_first_sound.summary();
         json!({
             "uptime_s": self.epoch.elapsed().as_secs_f64(),
-            "ready_ms": self.ready_us.load(Relaxed) as f64 / 1000.0,
-            "speaking": (speaking != 0).then_some(speaking),
-            "playing": (playing != 0).then_some(playing),
-            "generated_frames": self.generated_frames.load(Relaxed),
-            "played_frames": self.played_frames.load(Relaxed),
+            "ready_ms": m.ready_us.get() as f64 / 1000.0,
+            "speaking": h.speaking(),
+            "playing": h.playing(),
+            "generated_frames": h.generated_frames(),
+            "played_frames": h.played_frames(),
             "queued": self.queued.load(Relaxed),
             "audio": self.audio.status(self.now_ns()),
             "latency": {
                 "frame_compute_ms": ms(s.frame_time),
-                "generation_frame_ms": ms(self.gen_frame.summary()),
+                "generation_frame_ms": ms(m.gen_frame.summary()),
                 "capture_to_gate_ms": ms(s.capture_to_codes),
                 "text_to_first_sound_ms": {
-                    "last": (last_tfs != u64::MAX).then(|| last_tfs as f64 / 1000.0),
+                    "last": m.last_first_sound_ms(),
                     "p50": tfs.p50_us as f64 / 1000.0,
                     "max": tfs.max_us as f64 / 1000.0,
                     "count": tfs.count,
                 },
-                "stop_to_cut_ms": ms(self.stop_to_cut.summary()),
-                "playback_wait_ms": ms(self.playback_wait.summary()),
-                "user_turn_ms": ms(self.user_turn.summary()),
+                "stop_to_cut_ms": ms(m.stop_to_cut.summary()),
+                "playback_wait_ms": ms(m.playback_wait.summary()),
+                "user_turn_ms": ms(m.user_turn.summary()),
                 "bound_ms": info.latency_bound_ms,
             },
             "counters": {
@@ -303,28 +159,28 @@ impl Shared {
                 "playback_xruns": c.playback_xruns,
                 "capture_backlog_drops": c.capture_backlog_drops,
                 "underruns": c.playback_late,
-                "speech_underruns": self.speech_underruns.load(Relaxed),
-                "rebuffers": self.rebuffers.load(Relaxed),
+                "speech_underruns": m.speech_underruns.get(),
+                "rebuffers": m.rebuffers.get(),
                 "dropped": c.dropped(),
                 "captured": c.captured,
                 "processed": c.processed,
                 "played": c.played,
-                "speech_frames_played": self.speech_frames_played.load(Relaxed),
-                "utterances": self.utterances.load(Relaxed),
-                "barge_ins": self.barge_ins.load(Relaxed),
-                "events_dropped": self.events_dropped.load(Relaxed),
-                "session_restarts": self.session_restarts.load(Relaxed),
+                "speech_frames_played": m.speech_frames_played.get(),
+                "utterances": m.utterances.get(),
+                "barge_ins": m.barge_ins.get(),
+                "events_dropped": m.events_dropped.get(),
+                "session_restarts": m.session_restarts.get(),
             },
             "conversation": {
-                "segments": self.segments.load(Relaxed),
-                "positions": self.positions.load(Relaxed),
+                "segments": m.segments.get(),
+                "positions": m.positions.get(),
                 "max_positions": self.max_positions,
-                "evicted_segments": self.evicted_segments.load(Relaxed),
-                "user_turns": self.turns.turns.load(Relaxed),
-                "user_turns_added": self.user_turns_added.load(Relaxed),
-                "user_turns_failed": self.user_turns_failed.load(Relaxed),
-                "user_turns_split": self.turns.turns_split.load(Relaxed),
-                "user_frames_dropped": self.turns.frames_dropped.load(Relaxed),
+                "evicted_segments": m.evicted_segments.get(),
+                "user_turns": m.turns.turns.get(),
+                "user_turns_added": m.user_turns_added.get(),
+                "user_turns_failed": m.user_turns_failed.get(),
+                "user_turns_split": m.turns.turns_split.get(),
+                "user_frames_dropped": m.turns.frames_dropped.get(),
             },
             "config": {
                 "capture": info.capture,

@@ -15,9 +15,9 @@
 //! A turn longer than the cap is cut into pieces of `cap_frames` (counted in `turns_split`),
 //! each added as a turn of its own. Nothing here grows.
 
+use super::metrics::TurnCounters;
 use super::vad::Vad;
 use crate::stream::ring::{BlockConsumer, BlockProducer, block_ring};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Block kinds (the ring's stamp).
 const FIRST: u64 = 0;
@@ -25,17 +25,6 @@ const AUDIO: u64 = 1;
 const END: u64 = 2;
 const END_SPLIT: u64 = 3;
 const DISCARD: u64 = 4;
-
-/// What the collector counts (relaxed atomics, read by `status`).
-#[derive(Debug, Default)]
-pub struct TurnCounters {
-    /// Turns (or pieces of split turns) handed to the session.
-    pub turns: AtomicU64,
-    /// Pieces handed over because a turn reached the cap.
-    pub turns_split: AtomicU64,
-    /// Frames of speech lost because the ring was full.
-    pub frames_dropped: AtomicU64,
-}
 
 /// What the session receives.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -118,12 +107,12 @@ impl TurnCollector {
                 if self.tx.free() >= 2 && self.tx.try_push(pcm, kind) {
                     self.frames += 1;
                 } else {
-                    counters.frames_dropped.fetch_add(1, Relaxed);
+                    counters.frames_dropped.incr();
                 }
                 if self.frames >= self.cap_frames && !self.tentative {
                     self.marker(END_SPLIT);
-                    counters.turns.fetch_add(1, Relaxed);
-                    counters.turns_split.fetch_add(1, Relaxed);
+                    counters.turns.incr();
+                    counters.turns_split.incr();
                     self.frames = 0;
                     return true;
                 }
@@ -133,7 +122,7 @@ impl TurnCollector {
                 let ended = self.frames > 0;
                 if ended {
                     self.marker(END);
-                    counters.turns.fetch_add(1, Relaxed);
+                    counters.turns.incr();
                 }
                 self.frames = 0;
                 self.tentative = false;
@@ -212,8 +201,8 @@ mod tests {
             drain(&mut r),
             ["F1", "A2", "A3", "A4", "S", "F5", "A6", "E"]
         );
-        assert_eq!(k.turns.load(Relaxed), 3);
-        assert_eq!(k.turns_split.load(Relaxed), 1);
+        assert_eq!(k.turns.get(), 3);
+        assert_eq!(k.turns_split.get(), 1);
         // nobody reading (the session generates): the ring fills, frames are dropped and
         // counted, the end marker still gets through, nothing grows
         for turn in 0..3 {
@@ -223,7 +212,7 @@ mod tests {
             }
             c.push(End, &p(0.0), &k);
         }
-        assert!(k.frames_dropped.load(Relaxed) > 0);
+        assert!(k.frames_dropped.get() > 0);
         let got = drain(&mut r);
         assert_eq!(got.iter().filter(|e| *e == "S" || *e == "E").count(), 3);
         assert!(r.pending() == 0);
