@@ -273,12 +273,11 @@ fn temp_beside(dest: &Path) -> Result<(File, tempfile::TempPath, cleanup::Guard)
         .unwrap_or(0o666);
     let mut builder = tempfile::Builder::new();
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
-    let tmp = builder
-        .prefix(&prefix)
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    let guard = cleanup::register_file(tmp.path());
+    let (tmp, guard) = cleanup::create_file(
+        || builder.prefix(&prefix).suffix(".partial").tempfile_in(dir),
+        |t| t.path().to_path_buf(),
+    )
+    .map_err(|e| Error::io(dir, e))?;
     let (file, path) = tmp.into_parts();
     Ok((file, path, guard))
 }
