@@ -22,7 +22,7 @@
 //!
 //! ```text
 //!     cargo bench --bench formats                          # csm-1b, every preset
-//!     cargo bench --bench formats -- --formats q8,q4 --frames 8 --rounds 3
+//!     cargo bench --bench formats -- --formats "q8;q4;q4,depth=q8" --frames 8 --rounds 3
 //!     cargo bench --bench formats -- --quick               # csm-mid, a few frames
 //!     cargo bench --bench formats -- --skip-mimi --skip-rss --skip-time
 //! ```
@@ -197,9 +197,14 @@ fn main() {
     }
     let quick = common::quick();
     let preset = common::arg("--preset").unwrap_or(if quick { "csm-mid" } else { "csm-1b" }.into());
-    let formats: Vec<String> = common::list(
-        "--formats",
-        &["f16", "q8", "q4", "q4-q8heads", "q4-q8depth", "q4-f16codec"].map(String::from),
+    // `;`-separated, so a per-component policy (`q4,depth=q8`) is one entry
+    let formats: Vec<String> = common::arg("--formats").map_or_else(
+        || {
+            ["f16", "q8", "q4", "q4-q8heads", "q4-q8depth", "q4-f16codec"]
+                .map(String::from)
+                .to_vec()
+        },
+        |v| v.split(';').map(String::from).collect(),
     );
     let num = |name: &str, full: usize, q: usize| {
         common::arg(name)
@@ -233,8 +238,8 @@ fn main() {
         let b = csm.frame_bytes();
         rows.push(Row {
             name: f.clone(),
-            cb0: compare(&want.codebook0, &got.codebook0, want.vocab, limit),
-            depth: compare(&want.depth, &got.depth, want.vocab, limit),
+            cb0: compare(&want.codebook0, &got.codebook0, want.vocab, limit).expect("compare"),
+            depth: compare(&want.depth, &got.depth, want.vocab, limit).expect("compare"),
             fixed: (b.backbone + b.head0) as f64,
             depth_bytes: (b.depth + b.depth_heads) as f64,
             codec: models::codec_decoder_bytes(&dir) as f64,

@@ -57,6 +57,27 @@ fn each_format_stays_within_its_bounds_of_f32_teacher_forced() {
     let codes = greedy_frames(&reference, &prompt(), FRAMES).unwrap();
     let want = teacher_forced(&reference, &prompt(), &codes).unwrap();
     drop(reference);
+    // the teacher-forced rows line up with the frames they predict: the reference's own
+    // argmax is its greedy choice (a row off by one would compare the wrong positions on
+    // both sides and still pass the bounds below)
+    let (n, v) = (codes.len() / FRAMES, want.vocab);
+    let argmax = |row: &[f32]| {
+        let row = &row[..limit];
+        (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32
+    };
+    // (greedy ran one position at a time, teacher forcing all at once: a near-tie may flip)
+    let (mut off0, mut off_depth) = (0, 0);
+    for j in 0..FRAMES {
+        off0 += usize::from(argmax(&want.codebook0[j * v..]) != codes[j * n]);
+        for c in 1..n {
+            let row = (j * (n - 1) + c - 1) * v;
+            off_depth += usize::from(argmax(&want.depth[row..]) != codes[j * n + c]);
+        }
+    }
+    assert!(
+        off0 <= 1 && off_depth <= FRAMES * (n - 1) / 100,
+        "{off0} {off_depth}"
+    );
 
     // measured (x86, 32 frames; codebook 0 / depth): f16 100/100 % top-1, KL 4e-7/1.4e-6; q8
     // 96.9/96.4 %, 1.0e-3/1.2e-3; q4-q8depth and q4-f16codec 96.9/96.9 %, 3.3e-3/1.3e-3;
@@ -66,7 +87,7 @@ fn each_format_stays_within_its_bounds_of_f32_teacher_forced() {
     let bounds = [
         Bound {
             spec: "f16",
-            top1: (1.0, 0.998),
+            top1: (0.96, 0.99),
             kl: (1e-5, 1e-5),
         },
         Bound {
@@ -109,8 +130,8 @@ fn each_format_stays_within_its_bounds_of_f32_teacher_forced() {
         quantize::quantize(&opts, &mut std::io::sink()).unwrap();
         let m = Csm::load(&dir).unwrap();
         let got = teacher_forced(&m, &prompt(), &codes).unwrap();
-        let c0 = compare(&want.codebook0, &got.codebook0, want.vocab, limit);
-        let dp = compare(&want.depth, &got.depth, want.vocab, limit);
+        let c0 = compare(&want.codebook0, &got.codebook0, want.vocab, limit).unwrap();
+        let dp = compare(&want.depth, &got.depth, want.vocab, limit).unwrap();
         let line = |what: &str, a: &Agreement| {
             format!(
                 "{:<11} {what:<6} rows {:>4} top-1 {:>6.2} %  KL mean {:.2e} max {:.2e}  rel err {:.4}\n",

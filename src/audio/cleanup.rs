@@ -54,6 +54,8 @@ pub fn register_file(path: impl Into<PathBuf>) -> Guard {
 /// watcher takes the same lock), so the new file is removed too. (Registering after creating
 /// left the file behind when a signal fell in between: a window of microseconds natively,
 /// milliseconds under qemu, where `tests/signals.rs` caught it.)
+/// `create` and `path_of` run with the registry locked: they must not register or drop a
+/// [`Guard`] themselves (the lock is not reentrant).
 pub fn create_file<T>(
     create: impl FnOnce() -> std::io::Result<T>,
     path_of: impl FnOnce(&T) -> PathBuf,

@@ -107,9 +107,16 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// Compares `other` with `reference`, both `[rows, vocab]`.
-pub fn compare(reference: &[f32], other: &[f32], vocab: usize, limit: usize) -> Agreement {
-    assert_eq!(reference.len(), other.len(), "the same rows");
+/// Compares `other` with `reference`, both `[rows, vocab]` (whole rows of a non-empty
+/// vocabulary, the same number of them).
+pub fn compare(reference: &[f32], other: &[f32], vocab: usize, limit: usize) -> Result<Agreement> {
+    if vocab == 0 || reference.len() != other.len() || !reference.len().is_multiple_of(vocab) {
+        return Err(Error::Invalid(format!(
+            "logits to compare are not the same whole rows of {vocab} ({} and {} values)",
+            reference.len(),
+            other.len()
+        )));
+    }
     let limit = limit.clamp(1, vocab);
     let (mut lr, mut lo) = (Vec::new(), Vec::new());
     let mut a = Agreement::default();
@@ -136,7 +143,7 @@ pub fn compare(reference: &[f32], other: &[f32], vocab: usize, limit: usize) -> 
     a.top1 /= rows;
     a.kl_mean /= rows;
     a.rel_err /= rows;
-    a
+    Ok(a)
 }
 
 #[cfg(test)]
@@ -146,16 +153,20 @@ mod tests {
     #[test]
     fn identical_logits_agree_fully_and_a_swapped_maximum_is_seen() {
         let r = [1.0f32, 3.0, 2.0, 0.0, 5.0, 1.0];
-        let same = compare(&r, &r, 3, 3);
+        let same = compare(&r, &r, 3, 3).unwrap();
         assert_eq!((same.rows, same.top1, same.rel_err), (2, 1.0, 0.0));
         assert!(same.kl_mean.abs() < 1e-12);
         let o = [1.0f32, 2.0, 3.0, 0.0, 5.0, 1.0];
-        let a = compare(&r, &o, 3, 3);
+        let a = compare(&r, &o, 3, 3).unwrap();
         assert_eq!(a.top1, 0.5);
         assert!(a.kl_max > 0.1 && a.kl_mean > 0.0 && a.rel_err > 0.0);
         // ids past the limit do not count
         let o2 = [1.0f32, 3.0, 9.0, 0.0, 5.0, 9.0];
-        assert_eq!(compare(&r, &o2, 3, 2).top1, 1.0);
+        assert_eq!(compare(&r, &o2, 3, 2).unwrap().top1, 1.0);
+        // partial rows, an empty vocabulary and different lengths are errors
+        assert!(compare(&r, &o, 4, 4).is_err());
+        assert!(compare(&r, &o, 0, 1).is_err());
+        assert!(compare(&r, &o[..3], 3, 3).is_err());
     }
 
     #[test]
@@ -164,6 +175,6 @@ mod tests {
         let r = [0.0f32, 3f32.ln()];
         let o = [0.0f32, 0.0];
         let kl = 0.25 * (0.5f64).ln() + 0.75 * (1.5f64).ln();
-        assert!((compare(&r, &o, 2, 2).kl_mean - kl).abs() < 1e-6);
+        assert!((compare(&r, &o, 2, 2).unwrap().kl_mean - kl).abs() < 1e-6);
     }
 }

@@ -86,9 +86,11 @@ impl DaemonFrames {
             self.seen_cut = cut;
             sh.metrics.cut_applied(sh.now_ns());
             sh.handoff.finish(cut);
-            if self.playing <= cut {
+            if self.playing != 0 && self.playing <= cut {
                 self.playing = 0;
                 self.rebuffering = false;
+                // `status` "playing" and the session's view end with the cut
+                sh.handoff.pause();
             }
         }
         while let Some(id) = self.speech.peek_stamp() {
@@ -284,6 +286,11 @@ mod tests {
             "nothing of a cut utterance plays after the stop"
         );
         assert!(sh.handoff.is_finished(1) && !sh.handoff.is_finished(2));
+        assert_eq!(
+            sh.handoff.playing(),
+            None,
+            "status shows nothing playing after the cut"
+        );
         assert_eq!(sh.metrics.stop_to_cut.summary().count, 1);
         // a frame pushed after the cut (generation had not seen it yet) is discarded too
         assert!(tx.try_push(&[0.5; P], 1));

@@ -132,8 +132,8 @@ impl Policy {
         Policy { by: [p; 5] }
     }
 
-    /// Backbone, depth decoder, heads and codec (embedding tables Q8, or F16 when everything
-    /// is F16).
+    /// Backbone, depth decoder, heads and codec; embedding tables Q8 (use [`Policy::F16`] for
+    /// F16 tables).
     pub const fn with(
         backbone: Precision,
         depth: Precision,
@@ -156,6 +156,12 @@ impl Policy {
     /// A preset's name, or `f16`, `q8`, `q4` followed by `,component=precision` changes, or
     /// changes alone (from `q8`): `q4,depth=q8,codec=f16`.
     pub fn parse(s: &str) -> Result<Policy, String> {
+        if s.split(',').all(|p| p.trim().is_empty()) {
+            return Err(format!(
+                "empty policy: expected a preset ({}) or COMPONENT=PRECISION changes",
+                PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+            ));
+        }
         let mut parts = s.split(',').map(str::trim);
         let first = parts.next().unwrap_or_default();
         let (mut policy, rest): (Policy, Vec<&str>) =
@@ -463,6 +469,7 @@ mod tests {
         );
         // names, presets and errors
         assert_eq!(Policy::parse("q4-q8depth").unwrap().name(), "q4-q8depth");
+        assert!(Policy::parse("").is_err() && Policy::parse(" , ").is_err());
         assert_eq!(
             p.name(),
             "backbone=q4,depth=q8,heads=q4,embeddings=q4,codec=f16"

@@ -409,7 +409,7 @@ unsafe fn q8_scale<const N: usize>(
 }
 
 /// One 4-column group `g` of block `b` for every token: the 8 rows' int8 weights `w` (row-major
-/// groups of 4) times token j's 4 activations of the group, added into chain `g % C` of
+/// groups of 4) times token j's 4 activations of the group, added into chain `chain` of
 /// `isum[j]` (`vpmaddubsw` on |x| and sign(x)*w, then pairs summed by `vpmaddwd`; exact: with
 /// weights and activations in -127..=127, as the formats write them, a pair sum stays within
 /// int16).
@@ -421,6 +421,7 @@ unsafe fn avx2_group<const N: usize, const C: usize>(
     t: &Tile,
     b: usize,
     g: usize,
+    chain: usize,
     w: __m256i,
     isum: &mut [[__m256i; C]; N],
 ) {
@@ -430,7 +431,7 @@ unsafe fn avx2_group<const N: usize, const C: usize>(
         for (j, s) in isum.iter_mut().enumerate() {
             let xb = x4(t, j, b, g);
             let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(xb, xb), _mm256_sign_epi8(w, xb));
-            s[g % C] = _mm256_add_epi32(s[g % C], _mm256_madd_epi16(p16, ones));
+            s[chain] = _mm256_add_epi32(s[chain], _mm256_madd_epi16(p16, ones));
         }
     }
 }
@@ -470,7 +471,7 @@ unsafe fn q8_avx2_body<const N: usize, const C: usize>(t: &Tile) {
                     prefetch(blk.add(2 * PANEL + g * 32));
                 }
                 let w = _mm256_loadu_si256(blk.add(2 * PANEL + g * 32).cast());
-                avx2_group::<N, C>(t, b, g, w, &mut isum);
+                avx2_group::<N, C>(t, b, g, g % C, w, &mut isum);
             }
             q8_scale::<N>(t, blk, b, &fold_chains(&isum), &mut acc);
         }
@@ -591,11 +592,12 @@ unsafe fn q4_avx2_body<const N: usize, const C: usize>(t: &Tile) {
                     prefetch(blk.add(2 * PANEL + h * 32));
                 }
                 let (lo, hi) = q4_planes(blk, h);
-                for (w, g) in [
-                    (_mm256_sub_epi8(lo, eight), h),
-                    (_mm256_sub_epi8(hi, eight), h + 4),
+                // the pair's two groups in different chains: their adds do not wait on each other
+                for (w, g, chain) in [
+                    (_mm256_sub_epi8(lo, eight), h, (2 * h) % C),
+                    (_mm256_sub_epi8(hi, eight), h + 4, (2 * h + 1) % C),
                 ] {
-                    avx2_group::<N, C>(t, b, g, w, &mut isum);
+                    avx2_group::<N, C>(t, b, g, chain, w, &mut isum);
                 }
             }
             q8_scale::<N>(t, blk, b, &fold_chains(&isum), &mut acc);
