@@ -7,14 +7,16 @@
 
 mod alsa_common;
 mod common;
+mod serve_common;
 
 use edgecsm::daemon::{Daemon, DaemonConfig};
 use serde_json::{Value, json};
+use serve_common::wait_for;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const IN: &str = "codebooks_in";
 const OUT: &str = "codebooks_out";
@@ -29,17 +31,6 @@ fn recv(c: &mut BufReader<UnixStream>) -> Value {
     let mut line = String::new();
     assert!(c.read_line(&mut line).unwrap() > 0, "the daemon hung up");
     serde_json::from_str(&line).unwrap()
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Plays 1 s of a tremolo tone and 0.2 s of silence into sink `IN` (the daemon's microphone).

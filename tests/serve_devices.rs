@@ -7,11 +7,10 @@
 #![cfg(feature = "alsa")]
 
 mod alsa_common;
+mod serve_common;
 
-use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
+use serde_json::json;
+use serve_common::{Client, wait_for};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,78 +18,6 @@ const IN: &str = "devices_in";
 const OUT: &str = "devices_out";
 const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/csm-tiny");
 const RESTARTS: usize = 5;
-
-struct Client {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
-    events: Vec<Value>,
-}
-
-impl Client {
-    fn connect(p: &Path) -> Client {
-        let s = UnixStream::connect(p).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Client {
-            w: s.try_clone().unwrap(),
-            r: BufReader::new(s),
-            events: Vec::new(),
-        }
-    }
-
-    fn recv(&mut self) -> Value {
-        let mut line = String::new();
-        let n = self
-            .r
-            .read_line(&mut line)
-            .expect("reading from the daemon");
-        assert!(n > 0, "the daemon closed the connection");
-        serde_json::from_str(&line).unwrap()
-    }
-
-    fn request(&mut self, v: Value) -> Value {
-        writeln!(self.w, "{v}").unwrap();
-        loop {
-            let v = self.recv();
-            if v.get("event").is_none() {
-                assert_eq!(v["ok"], true, "{v}");
-                return v;
-            }
-            self.events.push(v);
-        }
-    }
-
-    fn status(&mut self) -> Value {
-        self.request(json!({"op": "status"}))["status"].clone()
-    }
-
-    /// The `done` event of utterance `id`.
-    fn done(&mut self, id: u64) -> Value {
-        if let Some(i) = self
-            .events
-            .iter()
-            .position(|e| e["event"] == "done" && e["id"] == id)
-        {
-            return self.events.remove(i);
-        }
-        loop {
-            let v = self.recv();
-            if v["event"] == "done" && v["id"] == id {
-                return v;
-            }
-        }
-    }
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 struct Serve {
     child: Child,
@@ -111,7 +38,7 @@ impl Drop for Serve {
 }
 
 fn say(c: &mut Client, seconds: f64) -> u64 {
-    let r = c.request(
+    let r = c.request_ok(
         json!({"op": "say", "text": "Keep talking.", "max_seconds": seconds,
                              "temperature": 0}),
     );
@@ -174,7 +101,7 @@ fn serve_survives_sound_server_restarts() {
             "the error names a device: {s}"
         );
         // the utterance went on where it was
-        let done = c.done(id);
+        let done = c.event_of("done", id);
         assert!(
             ["max_frames", "end_of_speech"].contains(&done["reason"].as_str().unwrap()),
             "{done}"
@@ -199,9 +126,9 @@ fn serve_survives_sound_server_restarts() {
         c.status()["audio"]["state"] == "reopening"
     });
     let id = say(&mut c, 2.0);
-    let r = c.request(json!({"op": "stop"}));
+    let r = c.request_ok(json!({"op": "stop"}));
     assert_eq!(r["stopped"], id, "{r}");
-    let done = c.done(id);
+    let done = c.event_of("done", id);
     assert_eq!(done["reason"], "stopped", "{done}");
     assert_eq!(done["played"], 0, "{done}");
     let s = c.status();
@@ -221,7 +148,7 @@ fn serve_survives_sound_server_restarts() {
         c.status()["audio"]["reconnects"].as_u64() == Some(RESTARTS as u64 + 1)
     });
     let id = say(&mut c, 1.0);
-    let done = c.done(id);
+    let done = c.event_of("done", id);
     assert_ne!(done["reason"], "error", "{done}");
 
     // stopped by SIGTERM: a clean exit, every loss and return in the log

@@ -8,78 +8,16 @@
 #![cfg(feature = "alsa")]
 
 mod alsa_common;
+mod serve_common;
 
 use edgecsm::daemon::{Daemon, DaemonConfig};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use serve_common::Client;
 use std::path::Path;
-use std::time::Duration;
 
 const IN: &str = "serve_recovery_in";
 const OUT: &str = "serve_recovery_out";
 const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/csm-tiny");
-
-struct Client {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
-    /// Events read while waiting for a reply.
-    events: Vec<Value>,
-}
-
-impl Client {
-    fn connect(p: &Path) -> Client {
-        let s = UnixStream::connect(p).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Client {
-            w: s.try_clone().unwrap(),
-            r: BufReader::new(s),
-            events: Vec::new(),
-        }
-    }
-    fn send(&mut self, v: Value) {
-        writeln!(self.w, "{v}").unwrap();
-    }
-    /// The next line, or None at end of stream.
-    fn recv(&mut self) -> Option<Value> {
-        let mut line = String::new();
-        match self.r.read_line(&mut line) {
-            Ok(0) => None,
-            Ok(_) => Some(serde_json::from_str(&line).unwrap()),
-            Err(e) => panic!("reading a reply: {e}"),
-        }
-    }
-    /// Sends a request and returns its reply; events that arrive first (a `started` of an
-    /// earlier `say`) are kept for [`Client::event`].
-    fn request(&mut self, v: Value) -> Value {
-        self.send(v);
-        loop {
-            let v = self.recv().expect("connection closed");
-            if v.get("event").is_none() {
-                return v;
-            }
-            self.events.push(v);
-        }
-    }
-    /// The next event named `name` (other events before it are skipped).
-    fn event(&mut self, name: &str) -> Value {
-        if let Some(i) = self.events.iter().position(|e| e["event"] == name) {
-            let v = self.events.remove(i);
-            self.events.drain(..i);
-            return v;
-        }
-        self.events.clear();
-        loop {
-            let v = self.recv().expect("connection closed");
-            if v["event"] == name {
-                return v;
-            }
-        }
-    }
-    fn status(&mut self) -> Value {
-        self.request(json!({"op": "status"}))["status"].clone()
-    }
-}
 
 #[test]
 fn the_daemon_survives_panics_and_stop_always_wins() {
