@@ -8,15 +8,13 @@
 
 mod common;
 
+use common::run;
+
 use edgecsm::audio::{SampleFormat, read_codes, write_codes, write_wav};
 use ndarray::{Array1, Array2};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/csm/a");
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/csm-tiny");
@@ -27,14 +25,6 @@ fn fixture() -> PathBuf {
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-fn run(args: &[&str]) -> Output {
-    common::edgecsm()
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap()
 }
 
 fn ok(args: &[&str]) -> Output {

@@ -5,15 +5,13 @@
 
 mod common;
 
+use common::repo;
+
 use edgecsm::audio::{SampleFormat, read_codes, read_mono, write_codes, write_wav};
 use ndarray::{Array1, Array2};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn fixture() -> PathBuf {
     repo().join("tests/fixtures/csm/a")

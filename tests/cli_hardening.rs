@@ -6,16 +6,14 @@
 
 mod common;
 
+use common::{repo, run};
+
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn mimi() -> PathBuf {
     repo().join("tests/fixtures/mimi/b")
@@ -27,14 +25,6 @@ fn csm_tiny() -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn run(args: &[&str]) -> Output {
-    common::edgecsm()
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap()
 }
 
 fn stderr(o: &Output) -> String {

@@ -9,14 +9,12 @@
 
 mod common;
 
+use common::repo;
+
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
 /// The deterministic test-data generator of the unit tests, shared with the integration tests
 /// and the benchmarks so that there is one.
@@ -24,4 +25,16 @@ pub fn edgecsm() -> Command {
         }
         _ => Command::new(bin),
     }
+}
+
+/// The repository root (the tests' working directory for the CLI).
+#[allow(dead_code)]
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `edgecsm ARGS` in the repository root and collects its output.
+#[allow(dead_code)]
+pub fn run(args: &[&str]) -> Output {
+    edgecsm().args(args).current_dir(repo()).output().unwrap()
 }
