@@ -93,6 +93,8 @@ fn t(name: &'static str, dtype: &'static str, shape: &[usize], seed: u64) -> T {
 const Q8P: Target = Target::Packed(PackedFormat::Q8P, Layout::Rows);
 const F16P: Target = Target::Packed(PackedFormat::F16P, Layout::Rows);
 const Q4P: Target = Target::Packed(PackedFormat::Q4P, Layout::Rows);
+/// A conv weight `[out, in, k]`: its columns stored taps outer.
+const F16P_CONV: Target = Target::Packed(PackedFormat::F16P, Layout::Conv);
 
 /// The tiny model and what the q8 policy (with `--keep depth_decoder.`) must do with it.
 fn tiny_model() -> Vec<(T, Target)> {
@@ -107,7 +109,7 @@ fn tiny_model() -> Vec<(T, Target)> {
             Target::Q8,
         ),
         (t("model.small.weight", "F32", &[8, 16], 4), F16P),
-        (t("encoder.conv.weight", "F32", &[16, 8, 3], 5), F16P),
+        (t("encoder.conv.weight", "F32", &[16, 8, 3], 5), F16P_CONV),
         (t("model.norm.weight", "F32", &[64], 6), Target::F32),
         (
             t("model.layers.0.mlp.fc1.bias", "BF16", &[48], 7),
@@ -184,12 +186,13 @@ fn partials(out: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Checks a product of converted weights against the f32 one within the format's error bound.
-fn check_products(t: &T, m: &Mat) {
+/// Checks a product of converted weights (matrices made with `layout`) against the f32 one
+/// within the format's error bound.
+fn check_products(t: &T, layout: Layout, m: &Mat) {
     let k = Kernels::get();
     let pool = Pool::new(2);
     let (rows, cols) = (m.rows(), m.cols());
-    let w = stored(t);
+    let w = layout.arrange(&t.shape, &stored(t));
     let n = 3;
     let x = common::rand_vec(n * cols, 99);
     let mut y = vec![0f32; n * rows];
@@ -262,7 +265,8 @@ fn q8_conversion_follows_the_policy_and_loads_zero_copy() {
     let counts = summary.counts();
     assert_eq!(counts[&Target::Q8], 1);
     assert_eq!(counts[&Q8P], 2);
-    assert_eq!(counts[&F16P], 3);
+    assert_eq!(counts[&F16P], 2);
+    assert_eq!(counts[&F16P_CONV], 1);
     assert!(summary.bytes_after < summary.bytes_before);
     let text = summary.to_string();
     assert!(
@@ -317,12 +321,15 @@ fn check_loaded(w: &Weights, model: &[(T, Target)]) {
         };
         assert_eq!(info.format, fmt, "{}", t.name);
         let orig = stored(t);
-        if let Target::Packed(f, _) = want {
+        if let Target::Packed(f, layout) = *want {
             // a product weight: mapped packed panels, products within the format's bound
-            let m = w.linear(t.name, &t.shape).unwrap();
+            let m = w.packed_matrices(t.name, &t.shape, layout).unwrap();
+            let [m] = &m[..] else {
+                panic!("{}: one matrix", t.name)
+            };
             assert!(m.is_mapped(), "{} was copied", t.name);
-            assert_eq!(m.format(), Format::Packed(*f));
-            check_products(t, &m.mat());
+            assert_eq!(m.format(), Format::Packed(f));
+            check_products(t, layout, &m.mat());
             continue;
         }
         let v = w.vector(t.name, &t.shape).unwrap();

@@ -2,8 +2,11 @@
 //!
 //! [`conv1d`] is a *valid* (unpadded) convolution: padding and streaming history are the model's
 //! business (it keeps a history buffer and passes history + new input). Dense and grouped
-//! convolutions gather their input windows into scratch (im2col) and go through the threaded
-//! [`matmul`]; a depthwise convolution is a direct loop.
+//! convolutions go through the threaded [`matmul`]: with the weights' columns in tap-major
+//! order ([`ColumnOrder::TapMajor`], what `quantize` stores) and no dilation, each output
+//! step's input window is a contiguous run of the input, multiplied in place as overlapping
+//! rows; otherwise the windows are gathered into scratch first (im2col). A depthwise
+//! convolution is a direct loop.
 //!
 //! [`conv_transpose1d`] produces the full output `(t_in - 1) * stride + dilation * (k - 1) + 1`
 //! steps long (the model trims the tail or keeps it as overlap for the next chunk). The dense
@@ -14,11 +17,24 @@
 //! `reserve_*` call per layer.
 
 use super::dispatch::Kernels;
-use super::matmul::{Mat, QScratch, matmul};
+use super::matmul::{Mat, QScratch, matmul, matmul_strided};
 use super::pool::Pool;
 use super::q8::{QK, blocks};
 
-/// The shape of a convolution layer (PyTorch's `Conv1d` / `ConvTranspose1d` arguments).
+/// The order of the columns of a [`conv1d`] weight row, `(c_in / groups) * k` of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnOrder {
+    /// Column `i * k + j` holds input channel `i` at tap `j`: PyTorch's `[c_out, c_in, k]`
+    /// flattened (what a transformers checkpoint stores, and `edgecsm` files before format 5).
+    ChannelMajor,
+    /// Column `j * (c_in / groups) + i`: the taps one after the other, each a whole step of
+    /// input channels ([`crate::weights::Layout::Conv`]). A window of the input is then a
+    /// contiguous run of `[t, c_in]` activations, read in place.
+    TapMajor,
+}
+
+/// The shape of a convolution layer (PyTorch's `Conv1d` / `ConvTranspose1d` arguments) and the
+/// column order of its [`conv1d`] weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape {
     pub c_in: usize,
@@ -27,6 +43,7 @@ pub struct ConvShape {
     pub stride: usize,
     pub dilation: usize,
     pub groups: usize,
+    pub order: ColumnOrder,
 }
 
 impl ConvShape {
@@ -39,7 +56,20 @@ impl ConvShape {
             stride,
             dilation: 1,
             groups: 1,
+            order: ColumnOrder::ChannelMajor,
         }
+    }
+
+    pub fn with_order(self, order: ColumnOrder) -> Self {
+        ConvShape { order, ..self }
+    }
+
+    /// Whether [`conv1d`] reads the input windows in place: dense, tap-major, undilated (or
+    /// one tap at stride 1, where the input already is the column matrix).
+    fn reads_in_place(&self) -> bool {
+        self.groups == 1
+            && ((self.order == ColumnOrder::TapMajor && self.dilation == 1)
+                || (self.k == 1 && self.stride == 1))
     }
 
     pub fn with_dilation(self, dilation: usize) -> Self {
@@ -128,7 +158,9 @@ impl ConvScratch {
         let cig = s.c_in / s.groups;
         let cog = s.c_out / s.groups;
         let cols = cig * s.k;
-        let floats = if s.groups == 1 {
+        let floats = if s.reads_in_place() {
+            0
+        } else if s.groups == 1 {
             max_t_out * cols
         } else {
             max_t_out * (cols + cog)
@@ -230,35 +262,21 @@ pub fn conv1d(
                 }
             }
         }
+    } else if s.reads_in_place() {
+        // output step t reads the `cols` values from input step t * stride on: overlapping
+        // rows of x (or, one tap at stride 1, exactly its rows)
+        let (_, q) = scratch.take(0, t_out * blocks(cols), "conv1d");
+        let ld = stride * c_in;
+        matmul_strided(k, pool, w, &x[..(t_out - 1) * ld + cols], ld, y, q);
     } else if s.groups == 1 {
-        if kk == 1 && stride == 1 {
-            // the input already is the column matrix
-            let (_, q) = scratch.take(0, t_out * blocks(cols), "conv1d");
-            matmul(k, pool, w, x, y, q);
-        } else {
-            let (col, q) = scratch.take(t_out * cols, t_out * blocks(cols), "conv1d");
-            for (t, crow) in col.chunks_exact_mut(cols).enumerate() {
-                for j in 0..kk {
-                    let xrow = &x[(t * stride + j * dil) * c_in..][..c_in];
-                    for (i, xv) in xrow.iter().enumerate() {
-                        crow[i * kk + j] = *xv;
-                    }
-                }
-            }
-            matmul(k, pool, w, col, y, q);
-        }
+        let (col, q) = scratch.take(t_out * cols, t_out * blocks(cols), "conv1d");
+        im2col(s, x, 0, col);
+        matmul(k, pool, w, col, y, q);
     } else {
         let (buf, q) = scratch.take(t_out * (cols + cog), t_out * blocks(cols), "conv1d");
         let (col, tmp) = buf.split_at_mut(t_out * cols);
         for g in 0..s.groups {
-            for (t, crow) in col.chunks_exact_mut(cols).enumerate() {
-                for j in 0..kk {
-                    let xrow = &x[(t * stride + j * dil) * c_in + g * cig..][..cig];
-                    for (i, xv) in xrow.iter().enumerate() {
-                        crow[i * kk + j] = *xv;
-                    }
-                }
-            }
+            im2col(s, x, g, col);
             // packed weights are sliced in whole panels: each group's rows start on one
             matmul(k, pool, &w.slice_rows(g * cog, (g + 1) * cog), col, tmp, q);
             for (yrow, trow) in y.chunks_exact_mut(s.c_out).zip(tmp.chunks_exact(cog)) {
@@ -267,6 +285,26 @@ pub fn conv1d(
         }
     }
     add_bias(y, bias, s.c_out, "conv1d");
+}
+
+/// Gathers the input windows of group `g` into `col` (`[t_out, (c_in / groups) * k]`) in the
+/// weights' column order.
+fn im2col(s: ConvShape, x: &[f32], g: usize, col: &mut [f32]) {
+    let cig = s.c_in / s.groups;
+    let (kk, c_in) = (s.k, s.c_in);
+    for (t, crow) in col.chunks_exact_mut(cig * kk).enumerate() {
+        for j in 0..kk {
+            let xrow = &x[(t * s.stride + j * s.dilation) * c_in + g * cig..][..cig];
+            match s.order {
+                ColumnOrder::TapMajor => crow[j * cig..(j + 1) * cig].copy_from_slice(xrow),
+                ColumnOrder::ChannelMajor => {
+                    for (i, xv) in xrow.iter().enumerate() {
+                        crow[i * kk + j] = *xv;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Rearranges a dense PyTorch `ConvTranspose1d` weight `[c_in, c_out, k]` into the `[c_out *
@@ -451,55 +489,81 @@ mod tests {
             ConvShape::new(6, 16, 2, 2).with_dilation(3).with_groups(2),
             ConvShape::new(4, 32, 3, 1).with_groups(4),
         ];
+        let orders = [ColumnOrder::ChannelMajor, ColumnOrder::TapMajor];
         for threads in [1, 2] {
             let pool = Pool::new(threads);
-            for (n, &s) in shapes.iter().enumerate() {
-                let cols = s.c_in / s.groups * s.k;
-                let w = rand_vec(s.c_out * cols, n as u64 + 1);
-                let b = rand_vec(s.c_out, n as u64 + 100);
-                let mut scratch = ConvScratch::new();
-                scratch.reserve_conv1d(s, 40);
-                for t_in in [0, 1, s.span() - 1, s.span(), s.span() + 1, 23, 40] {
-                    let x = rand_vec(t_in * s.c_in, (n * 1000 + t_in) as u64);
-                    let t_out = s.conv_out_len(t_in);
-                    if t_in < s.span() {
-                        assert_eq!(t_out, 0);
-                    }
-                    let mut y = vec![f32::NAN; t_out * s.c_out];
-                    let packed = pack_float(&w, s.c_out, cols, 0.0);
-                    let m = if s.is_depthwise() {
-                        Mat::F32 {
-                            w: &w,
-                            rows: s.c_out,
-                            cols,
+            for (n, s) in shapes.iter().enumerate() {
+                for s in orders.map(|o| s.with_order(o)) {
+                    let cols = s.c_in / s.groups * s.k;
+                    // `w` in PyTorch's order for the reference, `wo` in the shape's order
+                    let w = rand_vec(s.c_out * cols, n as u64 + 1);
+                    let wo = in_order(s, &w);
+                    let b = rand_vec(s.c_out, n as u64 + 100);
+                    let mut scratch = ConvScratch::new();
+                    scratch.reserve_conv1d(s, 40);
+                    for t_in in [0, 1, s.span() - 1, s.span(), s.span() + 1, 23, 40] {
+                        let x = rand_vec(t_in * s.c_in, (n * 1000 + t_in) as u64);
+                        let t_out = s.conv_out_len(t_in);
+                        if t_in < s.span() {
+                            assert_eq!(t_out, 0);
                         }
-                    } else {
-                        Mat::F32P {
-                            w: &packed,
-                            rows: s.c_out,
-                            cols,
-                        }
-                    };
-                    for bias in [None, Some(&b[..])] {
-                        let want = naive_conv(s, &w, bias, &x);
-                        conv1d(k, &pool, s, &m, bias, &x, &mut y, &mut scratch);
-                        close(&y, &want, 1e-5, &format!("{s:?} t_in {t_in}"));
-                    }
-                    if !s.is_depthwise() {
-                        // any weight format goes through the same path
-                        let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
-                        let wr: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
-                        let want = naive_conv(s, &wr, None, &x);
-                        let hp = pack_float(&wh, s.c_out, cols, f16::ZERO);
-                        let m = Mat::F16P {
-                            w: &hp,
-                            rows: s.c_out,
-                            cols,
+                        let mut y = vec![f32::NAN; t_out * s.c_out];
+                        let packed = pack_float(&wo, s.c_out, cols, 0.0);
+                        let m = if s.is_depthwise() {
+                            Mat::F32 {
+                                w: &w,
+                                rows: s.c_out,
+                                cols,
+                            }
+                        } else {
+                            Mat::F32P {
+                                w: &packed,
+                                rows: s.c_out,
+                                cols,
+                            }
                         };
-                        conv1d(k, &pool, s, &m, None, &x, &mut y, &mut scratch);
-                        close(&y, &want, 1e-5, &format!("f16 {s:?} t_in {t_in}"));
+                        for bias in [None, Some(&b[..])] {
+                            let want = naive_conv(s, &w, bias, &x);
+                            conv1d(k, &pool, s, &m, bias, &x, &mut y, &mut scratch);
+                            close(&y, &want, 1e-5, &format!("{s:?} t_in {t_in}"));
+                        }
+                        if !s.is_depthwise() {
+                            // any weight format goes through the same path
+                            let wr: Vec<f32> =
+                                w.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+                            let wh: Vec<f16> =
+                                in_order(s, &wr).into_iter().map(f16::from_f32).collect();
+                            let want = naive_conv(s, &wr, None, &x);
+                            let hp = pack_float(&wh, s.c_out, cols, f16::ZERO);
+                            let m = Mat::F16P {
+                                w: &hp,
+                                rows: s.c_out,
+                                cols,
+                            };
+                            conv1d(k, &pool, s, &m, None, &x, &mut y, &mut scratch);
+                            close(&y, &want, 1e-5, &format!("f16 {s:?} t_in {t_in}"));
+                        }
                     }
                 }
+            }
+        }
+    }
+
+    /// PyTorch-order conv weights `[c_out, cig * k]` rearranged into `s.order`.
+    fn in_order(s: ConvShape, w: &[f32]) -> Vec<f32> {
+        let (cig, k) = (s.c_in / s.groups, s.k);
+        match s.order {
+            ColumnOrder::ChannelMajor => w.to_vec(),
+            ColumnOrder::TapMajor => {
+                let mut out = vec![0.0; w.len()];
+                for (orow, wrow) in out.chunks_exact_mut(cig * k).zip(w.chunks_exact(cig * k)) {
+                    for i in 0..cig {
+                        for j in 0..k {
+                            orow[j * cig + i] = wrow[i * k + j];
+                        }
+                    }
+                }
+                out
             }
         }
     }

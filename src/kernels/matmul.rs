@@ -263,7 +263,9 @@ struct Plan {
 
 impl Plan {
     /// Checks `w`, `x` (`n` tokens) and `y` against each other.
-    fn new(k: &Kernels, w: &Mat, x: Act, n: usize, y_len: usize) -> Plan {
+    /// `ld` is the f32 activations' row stride (`cols` for packed rows; less for the
+    /// overlapping windows of a convolution); quantized activations are always packed rows.
+    fn new(k: &Kernels, w: &Mat, x: Act, n: usize, ld: usize, y_len: usize) -> Plan {
         let (rows, cols) = (w.rows(), w.cols());
         let Format::Packed(format) = w.format() else {
             panic!(
@@ -296,12 +298,12 @@ impl Plan {
                     (xq.as_ptr().cast(), nb * QK, 1, xd.as_ptr(), nb)
                 }
                 (PackedFormat::F32P | PackedFormat::F16P, Act::F32(x)) => {
-                    assert_eq!(
-                        x.len(),
-                        n * cols,
-                        "matmul: activations are not {n} rows of {cols}"
+                    let need = n.checked_sub(1).and_then(|m| m.checked_mul(ld));
+                    assert!(
+                        ld >= 1 && need.and_then(|v| v.checked_add(cols)) == Some(x.len()),
+                        "matmul: activations are not {n} rows of {cols} at a stride of {ld}"
                     );
-                    (x.as_ptr().cast(), cols, 4, std::ptr::null(), 0)
+                    (x.as_ptr().cast(), ld, 4, std::ptr::null(), 0)
                 }
                 (f, a) => panic!(
                     "matmul: {} weights take other activations than {a:?}",
@@ -405,13 +407,47 @@ pub fn matmul(k: &Kernels, pool: &Pool, w: &Mat, x: &[f32], y: &mut [f32], s: &m
         n * cols,
         "matmul: activations are not whole rows of {cols}"
     );
-    if n == 0 || w.rows() == 0 {
-        return;
-    }
+    assert_eq!(
+        y.len(),
+        n * w.rows(),
+        "matmul: output is not [{n}, {}]",
+        w.rows()
+    );
     if cols == 0 {
         y.fill(0.0);
         return;
     }
+    matmul_strided(k, pool, w, x, cols, y, s);
+}
+
+/// [`matmul`] over `n = y.len() / w.rows()` activation rows that start `ld` values apart in
+/// `x` (`x.len() = (n - 1) * ld + w.cols()`): with `ld < cols` the rows overlap, which is how a
+/// convolution with its weights in tap-major order reads its input windows without copying
+/// them ([`super::conv::conv1d`]).
+pub fn matmul_strided(
+    k: &Kernels,
+    pool: &Pool,
+    w: &Mat,
+    x: &[f32],
+    ld: usize,
+    y: &mut [f32],
+    s: &mut QScratch,
+) {
+    let (rows, cols) = (w.rows(), w.cols());
+    if rows == 0 || y.is_empty() {
+        return;
+    }
+    assert!(cols > 0, "matmul: zero columns");
+    assert!(
+        y.len().is_multiple_of(rows),
+        "matmul: output is not whole rows of {rows}"
+    );
+    let n = y.len() / rows;
+    let need = (n - 1).checked_mul(ld).and_then(|v| v.checked_add(cols));
+    assert!(
+        ld >= 1 && need == Some(x.len()),
+        "matmul: activations are not {n} rows of {cols} at a stride of {ld}"
+    );
     let act = if matches!(w.format(), Format::Packed(f) if f.integer()) {
         let nb = blocks(cols);
         assert!(
@@ -423,7 +459,7 @@ pub fn matmul(k: &Kernels, pool: &Pool, w: &Mat, x: &[f32], y: &mut [f32], s: &m
         let (xq, xd) = (&mut s.xq[..n * nb * QK], &mut s.xd[..n * nb]);
         for t in 0..n {
             k.quantize_q8(
-                &x[t * cols..(t + 1) * cols],
+                &x[t * ld..t * ld + cols],
                 &mut xq[t * nb * QK..(t + 1) * nb * QK],
                 &mut xd[t * nb..(t + 1) * nb],
             );
@@ -432,7 +468,7 @@ pub fn matmul(k: &Kernels, pool: &Pool, w: &Mat, x: &[f32], y: &mut [f32], s: &m
     } else {
         Act::F32(x)
     };
-    let plan = Plan::new(k, w, act, n, y.len());
+    let plan = Plan::new(k, w, act, n, ld, y.len());
     let parts = pool.parts_for(
         plan.tiles,
         MIN_PART_WORK.div_ceil((plan.tile_bytes() * n).max(1)),
@@ -452,7 +488,7 @@ pub fn matmul_rows(k: &Kernels, w: &Mat, r0: usize, r1: usize, x: Act, n: usize,
         return;
     }
     let part = w.slice_rows(r0, r1);
-    let plan = Plan::new(k, &part, x, n, y.len());
+    let plan = Plan::new(k, &part, x, n, part.cols(), y.len());
     // SAFETY: y holds n * (r1 - r0) values (checked by the plan) and is ours.
     unsafe { plan.run(0..plan.tiles, y.as_mut_ptr()) }
 }
@@ -555,6 +591,44 @@ mod tests {
                         assert!((a - b).abs() < 0.25 * (cols as f32).sqrt(), "q4 {a} vs {b}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn overlapping_rows_give_the_products_of_their_copies() {
+        // a conv-like window: rows of 96 values starting 64 apart (they share 32)
+        let (rows, cols, n, ld) = (40, 96, 9, 64);
+        let w = rand_vec(rows * cols, 3);
+        let x = rand_vec((n - 1) * ld + cols, 4);
+        let copies: Vec<f32> = (0..n)
+            .flat_map(|t| x[t * ld..t * ld + cols].to_vec())
+            .collect();
+        let f32p = pack_float(&w, rows, cols, 0.0);
+        let (q, d) = quantize_matrix(&w, rows, cols);
+        let q8p = pack_q8(&q, &d, rows, cols);
+        let mats = [
+            Mat::F32P {
+                w: &f32p,
+                rows,
+                cols,
+            },
+            Mat::Q8P {
+                w: &q8p,
+                rows,
+                cols,
+            },
+        ];
+        for set in KernelSet::available() {
+            let k = Kernels::new(set).unwrap();
+            let pool = Pool::new(2);
+            let mut s = QScratch::new(n, cols);
+            for m in &mats {
+                let mut want = vec![0.0; n * rows];
+                matmul(&k, &pool, m, &copies, &mut want, &mut s);
+                let mut got = vec![f32::NAN; n * rows];
+                matmul_strided(&k, &pool, m, &x, ld, &mut got, &mut s);
+                assert_eq!(got, want, "{set:?} {:?}", m.format());
             }
         }
     }

@@ -17,7 +17,7 @@
 
 use crate::kernels::Kernels;
 use crate::kernels::Pool;
-use crate::kernels::conv::{ConvScratch, ConvShape, conv_transpose1d, conv1d};
+use crate::kernels::conv::{ColumnOrder, ConvScratch, ConvShape, conv_transpose1d, conv1d};
 use crate::weights::{F32Tensor, Layout, WeightMatrix, Weights};
 use crate::{Error, Result};
 
@@ -59,17 +59,27 @@ impl ConvState {
 
 impl CausalConv {
     /// Loads `{name}.weight` (`[c_out, c_in / groups, k]`; packed for the products, or an F32
-    /// table when depthwise) and, if `bias`, `{name}.bias`.
+    /// table when depthwise) and, if `bias`, `{name}.bias`. The product's columns are in
+    /// tap-major order ([`Layout::Conv`]), except in a file of format 3 or 4 that stores them
+    /// packed in PyTorch's order ([`Layout::Rows`]); `shape.order` is replaced by the one found.
     pub fn load(w: &Weights, name: &str, shape: ConvShape, bias: bool, pad: Pad) -> Result<Self> {
         let wname = format!("{name}.weight");
         let wshape = [shape.c_out, shape.c_in / shape.groups, shape.k];
-        let weight = if shape.is_depthwise() {
+        let (weight, shape) = if shape.is_depthwise() {
             let full = format!("{}{wname}", w.prefix());
             let v = w.vector(&wname, &wshape)?.into_vec();
-            WeightMatrix::from_f32(full, shape.c_out, shape.k, v)
-                .expect("[c, 1, k] has c * k values")
+            let m = WeightMatrix::from_f32(full, shape.c_out, shape.k, v)
+                .expect("[c, 1, k] has c * k values");
+            (m, shape)
+        } else if w.packed_layout(&wname) == Some(Layout::Rows) {
+            let m = w.linear(&wname, &wshape)?;
+            (m, shape.with_order(ColumnOrder::ChannelMajor))
         } else {
-            w.linear(&wname, &wshape)?
+            let m = w
+                .packed_matrices(&wname, &wshape, Layout::Conv)?
+                .pop()
+                .ok_or_else(|| Error::bad_tensor(&wname, "no matrix"))?;
+            (m, shape.with_order(ColumnOrder::TapMajor))
         };
         let b = if bias {
             Some(w.vector(&format!("{name}.bias"), &[shape.c_out])?)

@@ -26,6 +26,7 @@
 //! "As is" keeps F32 and F16 and turns BF16 into F32. Product weights are stored **packed**
 //! ([`crate::kernels::packed`]) in the arrangement the kernels read ([`Layout`]): a conv-
 //! transpose `[in, out, k]` (named by the model's config, see [`Roles`]) as `[out * k, in]`,
+//! a conv `[out, in, k]` with `k > 1` as `[out, k * in]` with the taps outer ([`Layout::Conv`]),
 //! CSM's `codebooks_head` `[n, hidden, vocab]` as `n` matrices `[vocab, hidden]`, everything
 //! else as `[first dim, the rest]`; so loading is a zero-copy memory map and nothing is
 //! rearranged at load. The codebook rule uses a path segment (not a substring) so that Mimi's
@@ -344,6 +345,9 @@ pub fn plan(
         Layout::ConvTranspose
     } else if name.ends_with("codebooks_head.weight") && shape.len() == 3 {
         Layout::Transposed
+    } else if shape.len() == 3 && shape[2] > 1 {
+        // a convolution (with one tap the two orders are the same matrix: stored as Rows)
+        Layout::Conv
     } else {
         Layout::Rows
     };
@@ -351,7 +355,7 @@ pub fn plan(
     let linear = match layout {
         Layout::Rows => shape.len() == 2 && shape[1] >= 32,
         Layout::Transposed => shape[1] >= 32,
-        Layout::ConvTranspose => false,
+        Layout::ConvTranspose | Layout::Conv => false,
     } && !name.contains("norm")
         && !name.contains("scale");
     let format = match precision {
@@ -386,7 +390,11 @@ mod tests {
         assert_eq!(q8("small.weight", f, &[64, 31]), F16P);
         assert_eq!(q8("layers.0.input_layernorm.weight", f, &[64, 64]), F16P);
         assert_eq!(q8("layer_scale_1.scale", f, &[64, 64]), Target::F16);
-        assert_eq!(q8("decoder.layers.0.conv.weight", f, &[64, 32, 7]), F16P);
+        assert_eq!(
+            q8("decoder.layers.0.conv.weight", f, &[64, 32, 7]),
+            Target::Packed(PackedFormat::F16P, Layout::Conv)
+        );
+        assert_eq!(q8("decoder.layers.1.conv.weight", f, &[64, 32, 1]), F16P);
         assert_eq!(
             q8("depth_decoder.codebooks_head.weight", f, &[3, 64, 100]),
             Target::Packed(PackedFormat::Q8P, Layout::Transposed)
@@ -538,11 +546,11 @@ mod tests {
             plan(&Policy::Q8, dw, Dtype::F32, &[512, 1, 4], &[], &roles),
             Target::F16
         );
-        // a plain conv of the decoder stays in rows
+        // a plain conv of the decoder is a conv, taps outer
         let conv = "codec_model.decoder.layers.3.block.1.conv.weight";
         assert_eq!(
             plan(&Policy::Q8, conv, Dtype::F32, &[128, 256, 3], &[], &roles),
-            F16P
+            Target::Packed(PackedFormat::F16P, Layout::Conv)
         );
     }
 }

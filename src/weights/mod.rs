@@ -61,7 +61,10 @@ pub const FORMAT_VERSION_KEY: &str = "edgecsm_version";
 ///    boundaries. Tables read a row at a time (embeddings) stay row-major.
 /// 4: as 3, with the 4-bit packed format Q4P ([`crate::kernels::packed`]) among them. A format-3
 ///    file is read as it is (it is a format-4 file without Q4P tensors).
-pub const FORMAT_VERSION: u32 = 4;
+/// 5: as 4, with the convolution weights' columns in tap-major order ([`Layout::Conv`]), so a
+///    convolution reads its input windows in place. Format 3 and 4 files are read as they are:
+///    their conv weights record [`Layout::Rows`] and run through the gathering path.
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest on-disk format this build reads.
 pub const FORMAT_VERSION_MIN: u32 = 3;
 /// Metadata key holding a JSON object `{name: PackedInfo}` for the tensors stored packed.
@@ -82,6 +85,10 @@ pub enum Layout {
     /// `shape = [in, out, k]` (`ConvTranspose1d`): one matrix `[out * k, in]`, row `o * k + j`
     /// column `i` = `w[i, o, j]` (see [`crate::kernels::conv::repack_conv_transpose`]).
     ConvTranspose,
+    /// `shape = [out, in, k]` (`Conv1d`, `in` per group): one matrix `[out, k * in]`, row `o`
+    /// column `j * in + i` = `w[o, i, j]` (the taps one after the other:
+    /// [`crate::kernels::conv::ColumnOrder::TapMajor`]).
+    Conv,
 }
 
 impl Layout {
@@ -93,6 +100,7 @@ impl Layout {
             (Layout::Transposed, [n, a, b]) => Some((*n, *b, *a)),
             (Layout::Transposed, [a, b]) => Some((1, *b, *a)),
             (Layout::ConvTranspose, [i, o, k]) => Some((1, o.checked_mul(*k)?, *i)),
+            (Layout::Conv, [o, i, k]) => Some((1, *o, i.checked_mul(*k)?)),
             _ => None,
         }
     }
@@ -112,6 +120,15 @@ impl Layout {
             }
             (Layout::ConvTranspose, &[i, o, k]) => {
                 crate::kernels::conv::repack_conv_transpose(v, i, o, k)
+            }
+            (Layout::Conv, &[_, i, k]) => {
+                let mut out = v.to_vec();
+                for (orow, vrow) in out.chunks_exact_mut(i * k).zip(v.chunks_exact(i * k)) {
+                    for (c, &x) in vrow.iter().enumerate() {
+                        orow[(c % k) * i + c / k] = x;
+                    }
+                }
+                out
             }
             _ => Vec::new(),
         }
@@ -284,6 +301,11 @@ impl Weights {
 
     /// The matrix of a linear layer or conv, `[shape[0], product of the rest]`, packed: see
     /// [`Weights::packed_matrices`] ([`Layout::Rows`]).
+    /// The layout tensor `name` is stored packed in, if the file stores it packed.
+    pub fn packed_layout(&self, name: &str) -> Option<Layout> {
+        self.inner.packed.get(&self.full(name)).map(|i| i.layout)
+    }
+
     pub fn linear(&self, name: &str, shape: &[usize]) -> Result<WeightMatrix> {
         let mut v = self.packed_matrices(name, shape, Layout::Rows)?;
         v.pop()
