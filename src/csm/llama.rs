@@ -13,7 +13,6 @@
 //! under whatever prefix the [`Weights`] carry. The transformers q/k rows are already permuted
 //! for the half-split RoPE form that [`Rope`] implements.
 
-use crate::kernels::act::silu_mul;
 use crate::kernels::attention::{AttnScratch, KvCache};
 use crate::kernels::matmul::matmul;
 use crate::kernels::norm::rms_norm_to;
@@ -283,13 +282,13 @@ impl LlamaState {
             self.rope.apply(&model.rope, q);
             self.rope.apply(&model.rope, kk);
             cache.append(kk, v, pos);
-            cache.attend(pool, q, pos, None, att, &mut self.attn);
+            cache.attend(k, pool, q, pos, None, att, &mut self.attn);
             matmul(k, pool, &layer.o.mat(), att, xn, qs);
             add(x, xn);
             rms_norm_to(x, xn, &layer.mlp_norm, c.rms_norm_eps);
             matmul(k, pool, &layer.gate.mat(), xn, gate, qs);
             matmul(k, pool, &layer.up.mat(), xn, up, qs);
-            silu_mul(gate, up);
+            k.silu_mul(gate, up);
             matmul(k, pool, &layer.down.mat(), gate, xn, qs);
             add(x, xn);
         }

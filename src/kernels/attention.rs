@@ -11,7 +11,7 @@
 //! Scores are scaled by `1 / sqrt(head_dim)` and soft-maxed in f32. Work is split over heads on
 //! the [`Pool`]; the dot products are plain loops the compiler vectorizes.
 
-use super::act::softmax;
+use super::dispatch::Kernels;
 use super::pool::{Pool, SyncPtr};
 
 /// Keys and values of the most recent `capacity` steps (see the module docs).
@@ -121,8 +121,10 @@ impl KvCache {
     /// Attention of `n` queries at positions `first_pos ..` (`q`, `out`: `[n, n_heads *
     /// head_dim]`, `n_heads` a multiple of the cache's KV heads) over the held keys, causal and
     /// optionally windowed. The queries' own keys must already be appended.
+    #[allow(clippy::too_many_arguments)]
     pub fn attend(
         &self,
+        k: &Kernels,
         pool: &Pool,
         q: &[f32],
         first_pos: u64,
@@ -184,43 +186,51 @@ impl KvCache {
         let kvrow = self.n_kv_heads * hd;
         let scale = 1.0 / (hd as f32).sqrt();
         let cap = scratch.capacity;
+        let len = self.len;
         let sp = SyncPtr(scratch.scores.as_mut_ptr());
         let op = SyncPtr(out.as_mut_ptr());
-        let parts = pool.parts_for(n_heads, 1);
+        // A KV head's query rows — step t, head g * group + i — in blocks of QB, each block
+        // reading the head's keys and values once.
+        let rows = n * group;
+        let parts = pool.parts_for(self.n_kv_heads, 1);
         let job = |part: usize| {
-            for h in Pool::split(n_heads, part, parts, 1) {
-                let g = h / group;
-                // SAFETY: head h alone uses scores[h * cap .. (h + 1) * cap]; scores holds
-                // n_heads * cap values (AttnScratch::new) and heads are split disjointly.
-                let scores =
-                    unsafe { std::slice::from_raw_parts_mut(sp.get().add(h * cap), self.len) };
-                for t in 0..n {
-                    let qp = first_pos + t as u64;
-                    let qv = &q[t * qrow + h * hd..][..hd];
-                    for (s, sc) in scores.iter_mut().enumerate() {
-                        let kp = self.pos[s];
-                        let visible = kp <= qp && window.is_none_or(|w| qp - kp < w as u64);
-                        *sc = if visible {
-                            dot(qv, &self.k[s * kvrow + g * hd..][..hd]) * scale
-                        } else {
-                            f32::NEG_INFINITY
-                        };
+            for g in Pool::split(self.n_kv_heads, part, parts, 1) {
+                // SAFETY: KV head g alone uses scores[g * QB * cap ..][.. QB * cap]; scores
+                // holds n_heads * QB * cap >= n_kv_heads * QB * cap values (AttnScratch::new)
+                // and KV heads are split disjointly.
+                let block =
+                    unsafe { std::slice::from_raw_parts_mut(sp.get().add(g * QB * cap), QB * cap) };
+                let keys = &self.k[g * hd..];
+                let values = &self.v[g * hd..];
+                for r0 in (0..rows).step_by(QB) {
+                    let nr = (rows - r0).min(QB);
+                    // row r: step r / group, query head g * group + r % group
+                    let at = |r: usize| (r / group) * qrow + (g * group + r % group) * hd;
+                    let mut qs: [&[f32]; QB] = [&[]; QB];
+                    for (j, qr) in qs.iter_mut().enumerate().take(nr) {
+                        *qr = &q[at(r0 + j)..][..hd];
                     }
-                    softmax(scores);
-                    // SAFETY: head h alone writes out[t, h * hd .. (h + 1) * hd]; out holds
-                    // n * n_heads * hd values (checked above).
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(op.get().add(t * qrow + h * hd), hd)
-                    };
-                    o.fill(0.0);
-                    for (s, &p) in scores.iter().enumerate() {
-                        if p != 0.0 {
-                            let vv = &self.v[s * kvrow + g * hd..][..hd];
-                            for (ov, vx) in o.iter_mut().zip(vv) {
-                                *ov += p * vx;
+                    let sc = &mut block[..nr * len];
+                    k.attention_scores(&qs[..nr], keys, kvrow, scale, sc);
+                    for (j, row) in sc.chunks_exact_mut(len).enumerate() {
+                        let qp = first_pos + ((r0 + j) / group) as u64;
+                        for (v, &kp) in row.iter_mut().zip(&self.pos) {
+                            let visible = kp <= qp && window.is_none_or(|w| qp - kp < w as u64);
+                            if !visible {
+                                *v = f32::NEG_INFINITY;
                             }
                         }
+                        k.softmax(row);
                     }
+                    let mut outs: [&mut [f32]; QB] = Default::default();
+                    for (j, o) in outs.iter_mut().enumerate().take(nr) {
+                        // SAFETY: row r0 + j alone writes out[at(r0 + j)..][..hd]: one step's
+                        // one query head, inside out's n * n_heads * hd values (checked
+                        // above); rows are split disjointly over blocks and KV heads.
+                        *o =
+                            unsafe { std::slice::from_raw_parts_mut(op.get().add(at(r0 + j)), hd) };
+                    }
+                    k.weighted_sum(sc, values, kvrow, &mut outs[..nr]);
                 }
             }
         };
@@ -228,7 +238,7 @@ impl KvCache {
     }
 }
 
-/// Score buffers for [`KvCache::attend`]: one row of `capacity` per query head.
+/// Score buffers for [`KvCache::attend`]: [`QB`] rows of `capacity` per KV head.
 #[derive(Debug)]
 pub struct AttnScratch {
     n_heads: usize,
@@ -243,13 +253,71 @@ impl AttnScratch {
         AttnScratch {
             n_heads,
             capacity,
-            scores: vec![0.0; n_heads * capacity],
+            scores: vec![0.0; n_heads * QB * capacity],
         }
     }
 }
 
+/// Query rows (queries of one KV head: several steps, or the heads of a group) that share each
+/// key and value read from the cache.
+pub(crate) const QB: usize = 4;
+
+/// `scores[r * len + s] = dot(q[r], keys[s * ld..][..hd]) * scale` for the `q.len() <= QB`
+/// query rows (each `hd` long) and the `len = scores.len() / q.len()` slots: four keys at a
+/// time (four independent accumulator chains), each block of keys read from memory once and
+/// then from L1 for every row.
+#[inline(always)]
+pub(crate) fn block_scores(q: &[&[f32]], keys: &[f32], ld: usize, scale: f32, scores: &mut [f32]) {
+    let rows = q.len();
+    assert!(
+        (1..=QB).contains(&rows),
+        "attention: {rows} query rows in a block (1 to {QB})"
+    );
+    let hd = q[0].len();
+    let len = scores.len() / rows;
+    let quads = len / 4 * 4;
+    for s in (0..quads).step_by(4) {
+        let k: [&[f32]; 4] = std::array::from_fn(|j| &keys[(s + j) * ld..][..hd]);
+        for (r, qr) in q.iter().enumerate() {
+            let d = dot4(qr, k);
+            for (v, d) in scores[r * len + s..][..4].iter_mut().zip(d) {
+                *v = d * scale;
+            }
+        }
+    }
+    for s in quads..len {
+        let k = &keys[s * ld..][..hd];
+        for (r, qr) in q.iter().enumerate() {
+            scores[r * len + s] = dot(qr, k) * scale;
+        }
+    }
+}
+
+/// Four dot products of `q` with `k[0..4]` (each `q.len()` long), eight lanes each.
+#[inline(always)]
+fn dot4(q: &[f32], k: [&[f32]; 4]) -> [f32; 4] {
+    let mut acc = [[0f32; 8]; 4];
+    let body = q.len() / 8 * 8;
+    for (c, qc) in q[..body].chunks_exact(8).enumerate() {
+        for (a, kr) in acc.iter_mut().zip(&k) {
+            let kc = &kr[c * 8..c * 8 + 8];
+            for i in 0..8 {
+                a[i] += qc[i] * kc[i];
+            }
+        }
+    }
+    let mut out = [0f32; 4];
+    for ((o, a), kr) in out.iter_mut().zip(&acc).zip(&k) {
+        *o = (a[0] + a[4]) + (a[1] + a[5]) + (a[2] + a[6]) + (a[3] + a[7]);
+        for (x, y) in q[body..].iter().zip(&kr[body..]) {
+            *o += x * y;
+        }
+    }
+    out
+}
+
 /// Dot product with eight independent accumulators (so it vectorizes without reassociation).
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, ar) = a.split_at(a.len() / 8 * 8);
@@ -264,6 +332,57 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
+}
+
+/// `outs[r] = sum_s p[r * len + s] * values[s * ld..][..hd]` for the `outs.len() <= QB` rows
+/// (each `hd` long; `len = p.len() / outs.len()`): each value is read once for all the rows,
+/// and the outputs are built 16 at a time in registers. (Every held value is finite, so a
+/// zero weight adds nothing; no slot is skipped.)
+#[inline(always)]
+pub(crate) fn block_weighted_sum(p: &[f32], values: &[f32], ld: usize, outs: &mut [&mut [f32]]) {
+    match outs {
+        [a] => wsum_q::<1>(p, values, ld, [a]),
+        [a, b] => wsum_q::<2>(p, values, ld, [a, b]),
+        [a, b, c] => wsum_q::<3>(p, values, ld, [a, b, c]),
+        [a, b, c, d] => wsum_q::<4>(p, values, ld, [a, b, c, d]),
+        _ => panic!(
+            "attention: {} output rows in a block (1 to {QB})",
+            outs.len()
+        ),
+    }
+}
+
+#[inline(always)]
+fn wsum_q<const Q: usize>(p: &[f32], values: &[f32], ld: usize, outs: [&mut &mut [f32]; Q]) {
+    const W: usize = 16;
+    let len = p.len() / Q;
+    let hd = outs[0].len();
+    let full = hd / W * W;
+    let rows: [&[f32]; Q] = std::array::from_fn(|r| &p[r * len..(r + 1) * len]);
+    for c0 in (0..full).step_by(W) {
+        let mut acc = [[0f32; W]; Q];
+        for s in 0..len {
+            let v: &[f32; W] = values[s * ld + c0..][..W].try_into().expect("W values");
+            for r in 0..Q {
+                let pr = rows[r][s];
+                for i in 0..W {
+                    acc[r][i] += pr * v[i];
+                }
+            }
+        }
+        for r in 0..Q {
+            outs[r][c0..c0 + W].copy_from_slice(&acc[r]);
+        }
+    }
+    for c in full..hd {
+        for r in 0..Q {
+            let mut a = 0f32;
+            for (s, &pr) in rows[r].iter().enumerate() {
+                a += pr * values[s * ld + c];
+            }
+            outs[r][c] = a;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +468,7 @@ mod tests {
             let p = start + t0 as u64;
             cache.append(&k[t0 * kr..t1 * kr], &v[t0 * kr..t1 * kr], p);
             cache.attend(
+                Kernels::get(),
                 pool,
                 &q[t0 * qr..t1 * qr],
                 p,
@@ -378,6 +498,9 @@ mod tests {
                     run_chunked(&pool, heads, kv, 16, 37, 5, None, 64, start);
                     // sliding window through a ring smaller than the sequence
                     run_chunked(&pool, heads, kv, 8, 60, 1, Some(10), 10, start);
+                    // head widths off the 8- and 16-lane blocks
+                    run_chunked(&pool, heads, kv, 20, 41, 3, Some(9), 12, start);
+                    run_chunked(&pool, heads, kv, 37, 23, 1, None, 23, start);
                     run_chunked(&pool, heads, kv, 8, 60, 4, Some(10), 13, start);
                     run_chunked(&pool, heads, kv, 8, 60, 7, Some(10), 17, start);
                     run_chunked(&pool, heads, kv, 8, 60, 60, Some(10), 70, start);
@@ -399,7 +522,7 @@ mod tests {
         cache.reset();
         assert!(cache.is_empty());
         cache.append(&k[8..], &v[8..], 0);
-        cache.attend(&pool, &q, 0, None, &mut out, &mut scratch);
+        cache.attend(Kernels::get(), &pool, &q, 0, None, &mut out, &mut scratch);
         // one visible key: the output is its value
         for h in 0..2 {
             assert_eq!(&out[h * 4..(h + 1) * 4], &v[8..12]);
@@ -417,7 +540,15 @@ mod tests {
         for step in 0..3u64 {
             cache.append(&x, &x, step * 4);
             // window 10 with chunks of 4 needs capacity 13
-            cache.attend(&pool, &x, step * 4, Some(10), &mut out, &mut scratch);
+            cache.attend(
+                Kernels::get(),
+                &pool,
+                &x,
+                step * 4,
+                Some(10),
+                &mut out,
+                &mut scratch,
+            );
         }
     }
 }

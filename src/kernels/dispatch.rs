@@ -5,6 +5,7 @@ use super::gemm::{self, GemmKernel};
 use super::packed::PackedFormat;
 use super::q8::{QK, blocks};
 use super::scalar;
+use super::vector::{self, VectorOps};
 use crate::{Error, Result};
 use std::sync::OnceLock;
 
@@ -117,6 +118,7 @@ pub struct Kernels {
     set: KernelSet,
     gemm: [&'static GemmKernel; PackedFormat::ALL.len()],
     quant_q8: QuantQ8,
+    vector: VectorOps,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -150,10 +152,16 @@ impl Kernels {
             #[allow(unreachable_patterns)]
             _ => unreachable!("supported() is false for sets of other architectures"),
         };
+        let vector = match set {
+            #[cfg(target_arch = "x86_64")]
+            KernelSet::Avx2 | KernelSet::Avx512Vnni => vector::AVX2,
+            _ => vector::PORTABLE,
+        };
         Ok(Kernels {
             set,
             gemm: PackedFormat::ALL.map(|f| gemm::select(set, f)),
             quant_q8,
+            vector,
         })
     }
 
@@ -198,5 +206,52 @@ impl Kernels {
         assert_eq!(xq.len(), nb * QK, "q8 quantize: int8 length");
         // SAFETY: the table was built for a CPU with this set's features; lengths checked above.
         unsafe { (self.quant_q8)(x, xq, xd) }
+    }
+
+    /// ELU (alpha 1) in place ([`super::act::elu`]).
+    pub fn elu(&self, x: &mut [f32]) {
+        // SAFETY: the table was built for a CPU with this set's features.
+        unsafe { (self.vector.elu)(x) }
+    }
+
+    /// Exact (erf) GELU in place ([`super::act::gelu`]).
+    pub fn gelu(&self, x: &mut [f32]) {
+        // SAFETY: the table was built for a CPU with this set's features.
+        unsafe { (self.vector.gelu)(x) }
+    }
+
+    /// Softmax of one row in place ([`super::act::softmax`]).
+    pub fn softmax(&self, x: &mut [f32]) {
+        // SAFETY: the table was built for a CPU with this set's features.
+        unsafe { (self.vector.softmax)(x) }
+    }
+
+    /// `gate = silu(gate) * up` ([`super::act::silu_mul`]; panics if the lengths differ).
+    pub fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
+        // SAFETY: the table was built for a CPU with this set's features.
+        unsafe { (self.vector.silu_mul)(gate, up) }
+    }
+
+    /// `scores[r * len + s] = dot(q[r], keys[s * ld..][..hd]) * scale` for `q.len()` (1 to 4)
+    /// query rows of `hd` values and `len = scores.len() / q.len()` slots (panics if `keys` is
+    /// too short or the block too large).
+    pub fn attention_scores(
+        &self,
+        q: &[&[f32]],
+        keys: &[f32],
+        ld: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        // SAFETY: the table was built for a CPU with this set's features.
+        unsafe { (self.vector.scores)(q, keys, ld, scale, scores) }
+    }
+
+    /// `outs[r] = sum_s p[r * len + s] * values[s * ld..][..hd]` for `outs.len()` (1 to 4) rows
+    /// of `hd` values and `len = p.len() / outs.len()` slots (panics if `values` is too short or
+    /// the block too large).
+    pub fn weighted_sum(&self, p: &[f32], values: &[f32], ld: usize, outs: &mut [&mut [f32]]) {
+        // SAFETY: the table was built for a CPU with this set's features.
+        unsafe { (self.vector.weighted_sum)(p, values, ld, outs) }
     }
 }

@@ -4,7 +4,8 @@
 //! detection ([`dispatch`]): a register-tile microkernel per packed weight format ([`packed`]:
 //! F32P, F16P, Q8P, Q4P, each defined once) registered with its tile shape in [`gemm`], with scalar
 //! references and SIMD twins (AVX2, AVX-512 VNNI, NEON, NEON `sdot`), and the activation
-//! quantizer ([`scalar`], `x86`, `neon`). Everything above that table — threading over output
+//! quantizer ([`scalar`], `x86`, `neon`), and the row operations outside the products (`vector`:
+//! activations, softmax, attention's inner loops). Everything above that table — threading over output
 //! rows ([`pool`]), matrix-vector and matrix-matrix products ([`matmul`]) and the model building
 //! blocks — is written once on top of it.
 
@@ -23,6 +24,7 @@ pub mod rope;
 pub mod scalar;
 #[cfg(test)]
 pub(crate) mod test_rand;
+pub(crate) mod vector;
 
 #[cfg(target_arch = "aarch64")]
 pub mod neon;

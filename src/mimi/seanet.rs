@@ -12,7 +12,6 @@ use super::MimiConfig;
 use super::conv::{CausalConv, CausalConvTranspose, ConvState, ConvTransposeState, Pad};
 use super::layout::CheckpointLayout;
 use crate::Result;
-use crate::kernels::act::elu;
 use crate::kernels::conv::{ConvScratch, ConvShape};
 use crate::kernels::{Kernels, Pool};
 use crate::weights::Weights;
@@ -71,10 +70,10 @@ impl ResBlock {
         let n = x.len() / dim;
         let slot = self.conv1.input(&mut st.s1, n);
         slot.copy_from_slice(x);
-        elu(slot);
+        k.elu(slot);
         let th = &mut th[..n * hid];
         self.conv1.run(k, pool, &mut st.s1, n, th, scratch);
-        elu(th);
+        k.elu(th);
         let td = &mut td[..n * dim];
         self.conv2.forward(k, pool, &mut st.s2, th, td, scratch);
         for (xv, dv) in x.iter_mut().zip(td.iter()) {
@@ -262,14 +261,14 @@ impl SeanetEncoder {
             }
             let slot = stage.down.input(ds, n);
             slot.copy_from_slice(&x[..n * ch]);
-            elu(slot);
+            k.elu(slot);
             n = stage.down.run(k, pool, ds, n, y, scratch);
             std::mem::swap(&mut x, &mut y);
         }
         let c = self.last.shape().c_in;
         let slot = self.last.input(last, n);
         slot.copy_from_slice(&x[..n * c]);
-        elu(slot);
+        k.elu(slot);
         n = self.last.run(k, pool, last, n, y, scratch);
         &mut y[..n * self.hidden]
     }
@@ -432,7 +431,7 @@ impl SeanetDecoder {
         for (stage, (us, rs)) in self.stages.iter().zip(stages.iter_mut()) {
             let ch = stage.up.shape().c_in;
             let xin = &mut x[..n * ch];
-            elu(xin);
+            k.elu(xin);
             n = stage.up.forward(k, pool, us, xin, y, scratch);
             std::mem::swap(&mut x, &mut y);
             let c = stage.up.shape().c_out;
@@ -443,7 +442,7 @@ impl SeanetDecoder {
         let c = self.last.shape().c_in;
         let slot = self.last.input(last, n);
         slot.copy_from_slice(&x[..n * c]);
-        elu(slot);
+        k.elu(slot);
         n = self.last.run(k, pool, last, n, y, scratch);
         &y[..n]
     }

@@ -9,7 +9,6 @@
 
 use super::MimiConfig;
 use crate::Result;
-use crate::kernels::act::gelu;
 use crate::kernels::attention::{AttnScratch, KvCache};
 use crate::kernels::matmul::{QScratch, matmul};
 use crate::kernels::norm::layer_norm_to;
@@ -179,12 +178,12 @@ impl Transformer {
             st.rope.apply(&self.rope, q);
             st.rope.apply(&self.rope, kk);
             cache.append(kk, v, p0);
-            cache.attend(pool, q, p0, Some(self.window), att, &mut st.attn);
+            cache.attend(kn, pool, q, p0, Some(self.window), att, &mut st.attn);
             matmul(kn, pool, &layer.o.mat(), att, o, &mut st.qs);
             add_scaled(x, o, &layer.ls_attn);
             layer_norm_to(x, xn, &layer.ln2_w, Some(&layer.ln2_b), self.eps);
             matmul(kn, pool, &layer.fc1.mat(), xn, ff, &mut st.qs);
-            gelu(ff);
+            kn.gelu(ff);
             matmul(kn, pool, &layer.fc2.mat(), ff, o, &mut st.qs);
             add_scaled(x, o, &layer.ls_mlp);
         }
