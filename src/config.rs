@@ -277,16 +277,13 @@ pub(crate) fn rope(
         "high_freq_factor",
         "original_max_position_embeddings",
     ];
-    let [factor, low, high, original] = [0, 1, 2, 3].map(|i| take(keys[i]));
-    let [factor, low_freq_factor, high_freq_factor, original] = [factor?, low?, high?, original?];
+    let [a, b, c, d] = keys.map(&mut take);
+    let values = [a?, b?, c?, d?];
     if let Some(k) = r.keys().next() {
         return Err(unknown(&p, k));
     }
     match kind.as_str() {
-        Some("default") => match [factor, low_freq_factor, high_freq_factor]
-            .iter()
-            .position(Option::is_some)
-        {
+        Some("default") => match values[..3].iter().position(Option::is_some) {
             Some(i) => Err(format!(
                 "`{p}{}` is set but rope_type is \"default\"",
                 keys[i]
@@ -294,21 +291,29 @@ pub(crate) fn rope(
             None => Ok((theta, None)),
         },
         Some("llama3") => {
-            let need = |i: usize, v: Option<f64>| {
-                v.ok_or_else(|| format!("`{p}{}` is required for rope_type \"llama3\"", keys[i]))
-            };
-            let s = Llama3Scaling {
-                factor: need(0, factor)?,
-                low_freq_factor: need(1, low_freq_factor)?,
-                high_freq_factor: need(2, high_freq_factor)?,
-                original_max_position_embeddings: need(3, original)?,
-            };
+            if let Some(i) = values.iter().position(Option::is_none) {
+                return Err(format!(
+                    "`{p}{}` is required for rope_type \"llama3\"",
+                    keys[i]
+                ));
+            }
+            let [
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            ] = values.map(Option::unwrap_or_default);
             ensure!(
-                s.high_freq_factor > s.low_freq_factor,
-                "`{key}`: high_freq_factor {} must exceed low_freq_factor {}",
-                s.high_freq_factor,
-                s.low_freq_factor
+                high_freq_factor > low_freq_factor,
+                "`{key}`: high_freq_factor {high_freq_factor} must exceed low_freq_factor \
+                 {low_freq_factor}"
             );
+            let s = Llama3Scaling {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            };
             Ok((theta, Some(s)))
         }
         _ => Err(format!(

@@ -136,8 +136,8 @@ impl TransformerConfig {
             "`{prefix}rms_norm_eps`: must be a positive number, got {}",
             t.rms_norm_eps
         );
-        let sizes = [t.num_hidden_layers, t.max_position_embeddings];
-        let sizes = [sizes[0], sizes[1], t.num_key_value_heads, t.head_dim];
+        let (layers, positions) = (t.num_hidden_layers, t.max_position_embeddings);
+        let sizes = [layers, positions, t.num_key_value_heads, t.head_dim];
         config::kv_cache_fits(prefix, "max_position_embeddings", sizes)
     }
 }
@@ -291,80 +291,77 @@ impl CsmConfig {
     /// Cross-field consistency and the model-level limits; the message names the fields at
     /// fault.
     fn check(&self) -> std::result::Result<(), String> {
-        let n = self.num_codebooks;
-        let dd = &self.depth_decoder;
-        if n < 2 {
-            return Err(format!(
-                "`num_codebooks` {n} must be at least 2 (codebook 0 from the backbone, the rest \
-                 from the depth decoder)"
-            ));
-        }
+        let (n, vocab) = (self.num_codebooks, self.audio_vocab_size);
+        let text = self.text_vocab_size;
+        let (dd, codec) = (&self.depth_decoder, &self.codec);
+        ensure!(
+            n >= 2,
+            "`num_codebooks` {n} must be at least 2 (codebook 0 from the backbone, the rest from \
+             the depth decoder)"
+        );
+        use limits::*;
         config::in_ranges(
             "",
             &[
-                ("num_codebooks", n, 2..=limits::CODEBOOKS),
-                ("vocab_size", self.audio_vocab_size, 1..=limits::AUDIO_VOCAB),
-                (
-                    "text_vocab_size",
-                    self.text_vocab_size,
-                    1..=limits::TEXT_VOCAB,
-                ),
+                ("num_codebooks", n, 2..=CODEBOOKS),
+                ("vocab_size", vocab, 1..=AUDIO_VOCAB),
+                ("text_vocab_size", text, 1..=TEXT_VOCAB),
             ],
         )?;
-        if dd.backbone_hidden_size != self.backbone.hidden_size {
-            return Err(format!(
-                "`depth_decoder_config.backbone_hidden_size` {} != `hidden_size` {}",
-                dd.backbone_hidden_size, self.backbone.hidden_size
-            ));
-        }
-        if self.codec.num_quantizers != n {
-            return Err(format!(
-                "`codec_config.num_quantizers` {} != `num_codebooks` {n}",
-                self.codec.num_quantizers
-            ));
-        }
-        if self.audio_vocab_size < self.codec.codebook_size {
-            return Err(format!(
-                "`vocab_size` {} is below `codec_config.codebook_size` {}",
-                self.audio_vocab_size, self.codec.codebook_size
-            ));
-        }
+        let hidden = self.backbone.hidden_size;
+        ensure!(
+            dd.backbone_hidden_size == hidden,
+            "`{DEPTH}backbone_hidden_size` {} != `hidden_size` {hidden}",
+            dd.backbone_hidden_size
+        );
+        ensure!(
+            codec.num_quantizers == n,
+            "`codec_config.num_quantizers` {} != `num_codebooks` {n}",
+            codec.num_quantizers
+        );
+        ensure!(
+            vocab >= codec.codebook_size,
+            "`vocab_size` {vocab} is below `codec_config.codebook_size` {}",
+            codec.codebook_size
+        );
         // The depth decoder sees the backbone hidden state and codebooks 0..n-2.
-        if dd.transformer.max_position_embeddings < n {
-            return Err(format!(
-                "`depth_decoder_config.max_position_embeddings` {} is below `num_codebooks` {n}",
-                dd.transformer.max_position_embeddings
-            ));
-        }
-        for (key, id) in [
-            ("bos_token_id", self.bos_token_id),
-            ("audio_token_id", self.audio_token_id),
-            ("audio_eos_token_id", self.audio_eos_token_id),
+        let positions = dd.transformer.max_position_embeddings;
+        ensure!(
+            positions >= n,
+            "`{DEPTH}max_position_embeddings` {positions} is below `num_codebooks` {n}"
+        );
+        let (audio, eos) = (self.audio_token_id, self.audio_eos_token_id);
+        for (key, id, of, size) in [
+            ("bos_token_id", self.bos_token_id, "text", text),
+            ("audio_token_id", audio, "text", text),
+            ("audio_eos_token_id", eos, "text", text),
+            (
+                "codebook_eos_token_id",
+                self.codebook_eos_token_id,
+                "audio",
+                vocab,
+            ),
+            (
+                "codebook_pad_token_id",
+                self.codebook_pad_token_id,
+                "audio",
+                vocab,
+            ),
         ] {
-            if id >= self.text_vocab_size {
-                return Err(format!(
-                    "`{key}` {id} is outside the text vocabulary (`text_vocab_size` {})",
-                    self.text_vocab_size
-                ));
-            }
+            let size_key = if of == "text" {
+                "text_vocab_size"
+            } else {
+                "vocab_size"
+            };
+            ensure!(
+                id < size,
+                "`{key}` {id} is outside the {of} vocabulary (`{size_key}` {size})"
+            );
         }
-        if self.audio_token_id == self.audio_eos_token_id {
-            return Err(format!(
-                "`audio_token_id` and `audio_eos_token_id` are both {}",
-                self.audio_token_id
-            ));
-        }
-        for (key, id) in [
-            ("codebook_eos_token_id", self.codebook_eos_token_id),
-            ("codebook_pad_token_id", self.codebook_pad_token_id),
-        ] {
-            if id >= self.audio_vocab_size {
-                return Err(format!(
-                    "`{key}` {id} is outside the audio vocabulary (`vocab_size` {})",
-                    self.audio_vocab_size
-                ));
-            }
-        }
+        ensure!(
+            audio != eos,
+            "`audio_token_id` and `audio_eos_token_id` are both {audio}"
+        );
         Ok(())
     }
 

@@ -136,11 +136,13 @@ impl MimiConfig {
             "`sliding_window` null (unbounded attention) is not supported"
         );
         let null_codebook_dim = o.get("codebook_dim") == Some(&Value::Null);
-        // Null drops that half; an object is not supported (the halves share the keys here).
+        // Null drops that half; an object is not supported.
         let mut half = |k: &str| match o.remove(k) {
             None => Ok(true),
             Some(Value::Null) => Ok(false),
-            Some(v) => Err(format!("`{k}` must be absent or null, got {v}")),
+            Some(v) => Err(format!(
+                "`{k}` must be absent or null (the halves share the top-level keys), got {v}"
+            )),
         };
         let (has_encoder, has_decoder) = (half("encoder_config")?, half("decoder_config")?);
         let harmless = [config::HARMLESS_KEYS, HARMLESS_KEYS];
@@ -234,119 +236,93 @@ impl MimiConfig {
             num_quantizers: 1..=CODEBOOKS,
             num_semantic_quantizers: 1..=CODEBOOKS,
         )?;
-        let ratios = &self.upsampling_ratios;
-        let hop = ratios
-            .iter()
-            .try_fold(1usize, |acc, &r| acc.checked_mul(r))
-            .filter(|&h| h <= HOP);
-        let hop = match hop {
-            Some(h)
-                if (1..=STAGES).contains(&stages)
-                    && ratios.iter().all(|r| (1..=RATIO).contains(r)) =>
-            {
-                h
-            }
-            _ => {
-                return Err(format!(
-                    "`upsampling_ratios` {ratios:?} must be 1 to {STAGES} ratios of 1 to {RATIO} \
-                     whose product (the hop) is at most {HOP}"
-                ));
-            }
+        let (ratios, filters) = (&self.upsampling_ratios, self.num_filters);
+        let hop = ratios.iter().try_fold(1usize, |acc, &r| acc.checked_mul(r));
+        let hop = hop.filter(|&h| h <= HOP && (1..=STAGES).contains(&stages));
+        let Some(hop) = hop.filter(|_| ratios.iter().all(|r| (1..=RATIO).contains(r))) else {
+            return Err(format!(
+                "`upsampling_ratios` {ratios:?} must be 1 to {STAGES} ratios of 1 to {RATIO} whose \
+                 product (the hop) is at most {HOP}"
+            ));
         };
-        if self.compress > self.num_filters {
-            return Err(format!(
-                "`compress` {} leaves the residual blocks of `num_filters` {} channels none",
-                self.compress, self.num_filters
-            ));
-        }
+        ensure!(
+            self.compress <= filters,
+            "`compress` {} leaves the residual blocks of `num_filters` {filters} channels none",
+            self.compress
+        );
         // Below the limits, the shifts and products here cannot overflow 64 bits.
-        if self.seanet_inner_channels() > SEANET_CHANNELS {
-            return Err(format!(
-                "`num_filters` {} << {stages} stages is above this runtime's limit of \
-                 {SEANET_CHANNELS} channels",
-                self.num_filters
-            ));
-        }
-        let span = (self.dilation_growth_rate as u64)
-            .checked_pow(self.num_residual_layers.saturating_sub(1) as u32)
-            .and_then(|d| d.checked_mul(self.residual_kernel_size as u64 - 1));
-        if span.is_none_or(|s| s >= CONV_SPAN as u64) {
-            return Err(format!(
-                "`dilation_growth_rate` {} over {} residual blocks of `residual_kernel_size` {} \
-                 spans more than this runtime's limit of {CONV_SPAN} steps",
-                self.dilation_growth_rate, self.num_residual_layers, self.residual_kernel_size
-            ));
-        }
-        let widest = self
-            .kernel_size
-            .max(self.last_kernel_size)
-            .max(self.residual_kernel_size);
+        ensure!(
+            self.seanet_inner_channels() <= SEANET_CHANNELS,
+            "`num_filters` {filters} << {stages} stages is above this runtime's limit of \
+             {SEANET_CHANNELS} channels"
+        );
+        let (rate, blocks, kernel) = (
+            self.dilation_growth_rate,
+            self.num_residual_layers,
+            self.residual_kernel_size,
+        );
+        let span = (rate as u64)
+            .checked_pow(blocks.saturating_sub(1) as u32)
+            .and_then(|d| d.checked_mul(kernel as u64 - 1));
+        ensure!(
+            span.is_some_and(|s| s < CONV_SPAN as u64),
+            "`dilation_growth_rate` {rate} over {blocks} residual blocks of \
+             `residual_kernel_size` {kernel} spans more than this runtime's limit of {CONV_SPAN} \
+             steps"
+        );
+        let widest = self.kernel_size.max(self.last_kernel_size).max(kernel);
         let per_frame = self.seanet_peak() * widest as u64;
-        if per_frame > SEANET_FRAME_VALUES as u64 {
-            return Err(format!(
-                "`upsampling_ratios` {ratios:?} with `num_filters` {} make SEANet buffers of \
-                 {per_frame} values a frame, above this runtime's limit of {SEANET_FRAME_VALUES}",
-                self.num_filters
-            ));
-        }
-        let (layers, heads) = (self.num_hidden_layers, self.num_attention_heads);
-        let sizes = [layers, self.sliding_window, heads, self.head_dim];
+        ensure!(
+            per_frame <= SEANET_FRAME_VALUES as u64,
+            "`upsampling_ratios` {ratios:?} with `num_filters` {filters} make SEANet buffers of \
+             {per_frame} values a frame, above this runtime's limit of {SEANET_FRAME_VALUES}"
+        );
+        let (hidden, heads, head_dim) = (self.hidden_size, self.num_attention_heads, self.head_dim);
+        let sizes = [self.num_hidden_layers, self.sliding_window, heads, head_dim];
         config::kv_cache_fits("", "sliding_window", sizes)?;
-        if !self.sampling_rate.is_multiple_of(hop) {
-            return Err(format!(
-                "`sampling_rate` {} is not a multiple of the SEANet hop {hop} (product of \
-                 `upsampling_ratios`): the latent stride would not be 2",
-                self.sampling_rate
-            ));
-        }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(format!(
-                "`hidden_size` {} is not divisible by `num_attention_heads` {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
-        if !self.head_dim.is_multiple_of(2) {
-            return Err(format!(
-                "`head_dim` {} must be even (RoPE rotates half-dimension pairs)",
-                self.head_dim
-            ));
-        }
-        if self.num_semantic_quantizers >= self.num_quantizers {
-            return Err(format!(
-                "`num_semantic_quantizers` {} must be below `num_quantizers` {}",
-                self.num_semantic_quantizers, self.num_quantizers
-            ));
-        }
-        if !self.codebook_size.is_power_of_two() {
-            return Err(format!(
-                "`codebook_size` {} must be a power of two",
-                self.codebook_size
-            ));
-        }
-        if self.codebook_dim != self.vector_quantization_hidden_dimension {
-            return Err(format!(
-                "`codebook_dim` {} must equal `vector_quantization_hidden_dimension` {} (the \
-                 codewords live in the projected space)",
-                self.codebook_dim, self.vector_quantization_hidden_dimension
-            ));
-        }
-        if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
-            return Err(format!(
-                "`norm_eps` must be positive, got {}",
-                self.norm_eps
-            ));
-        }
-        if !(self.rope_theta > 1.0 && self.rope_theta.is_finite()) {
-            return Err(format!(
-                "RoPE theta must be a finite number above 1, got {}",
-                self.rope_theta
-            ));
-        }
-        if !self.has_encoder && !self.has_decoder {
-            return Err(
-                "both `encoder_config` and `decoder_config` are null: no codec left".into(),
-            );
-        }
+        ensure!(
+            self.sampling_rate.is_multiple_of(hop),
+            "`sampling_rate` {} is not a multiple of the SEANet hop {hop} (product of \
+             `upsampling_ratios`): the latent stride would not be 2",
+            self.sampling_rate
+        );
+        ensure!(
+            hidden.is_multiple_of(heads),
+            "`hidden_size` {hidden} is not divisible by `num_attention_heads` {heads}"
+        );
+        ensure!(
+            head_dim.is_multiple_of(2),
+            "`head_dim` {head_dim} must be even (RoPE rotates half-dimension pairs)"
+        );
+        let (semantic, quantizers) = (self.num_semantic_quantizers, self.num_quantizers);
+        ensure!(
+            semantic < quantizers,
+            "`num_semantic_quantizers` {semantic} must be below `num_quantizers` {quantizers}"
+        );
+        ensure!(
+            self.codebook_size.is_power_of_two(),
+            "`codebook_size` {} must be a power of two",
+            self.codebook_size
+        );
+        let (dim, vq_dim) = (self.codebook_dim, self.vector_quantization_hidden_dimension);
+        ensure!(
+            dim == vq_dim,
+            "`codebook_dim` {dim} must equal `vector_quantization_hidden_dimension` {vq_dim} (the \
+             codewords live in the projected space)"
+        );
+        let (eps, theta) = (self.norm_eps, self.rope_theta);
+        ensure!(
+            eps > 0.0 && eps.is_finite(),
+            "`norm_eps` must be positive, got {eps}"
+        );
+        ensure!(
+            theta > 1.0 && theta.is_finite(),
+            "RoPE theta must be a finite number above 1, got {theta}"
+        );
+        ensure!(
+            self.has_encoder || self.has_decoder,
+            "both `encoder_config` and `decoder_config` are null: no codec left"
+        );
         Ok(())
     }
 
