@@ -1,7 +1,9 @@
 //! What the model configs ([`crate::mimi::MimiConfig`], [`crate::csm::CsmConfig`]) share:
-//! JSON parsing whose errors name the key path, field types that admit the one value this
-//! runtime implements, the RoPE settings of both transformers-format layouts, and the size
-//! [`limits`] every config is checked against before anything is allocated.
+//! a level of `config.json` checked on the parsed JSON (`prepare`: nulls, harmless keys, the
+//! settings implemented in one value only) then derived into the config structs (`read`:
+//! every type error and unknown key named by its path), the RoPE settings of both
+//! transformers-format layouts, and the size [`limits`] every config is checked against
+//! before anything is allocated.
 
 use std::ops::RangeInclusive;
 use std::path::Path;
