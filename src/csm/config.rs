@@ -62,9 +62,9 @@ pub struct DepthDecoderConfig {
     pub backbone_hidden_size: usize,
 }
 
-/// What the runtime needs to know about a CSM checkpoint, validated ([`CsmConfig::parse`]).
-/// Its own fields are read from the keys of the same names at the top level (an absent key
-/// takes the csm-1b value).
+/// What the runtime needs to know about a CSM checkpoint, validated by [`CsmConfig::parse`]
+/// (the derived `Deserialize` only reads its own fields from the top-level keys of the same
+/// names; an absent key takes the csm-1b value).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct CsmConfig {

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{self, ensure, limits};
@@ -24,9 +24,10 @@ pub const HARMLESS_KEYS: &[&str] = &[
     "tie_word_embeddings",       // Mimi has no word embeddings
 ];
 
-/// What the runtime needs to know about a Mimi codec, validated ([`MimiConfig::parse`]; the
-/// field names are the keys of `config.json`, an absent key takes the kyutai/mimi value).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// What the runtime needs to know about a Mimi codec, validated by [`MimiConfig::parse`] (the
+/// derived `Deserialize` only reads the fields, named as the keys of `config.json`; an absent
+/// key takes the kyutai/mimi value).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct MimiConfig {
     pub sampling_rate: usize,
