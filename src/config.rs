@@ -1,17 +1,19 @@
 //! What the model configs ([`crate::mimi::MimiConfig`], [`crate::csm::CsmConfig`]) share:
-//! JSON parsing whose errors name the key path, field types that admit the one value this
-//! runtime implements, the RoPE settings of both transformers-format layouts, and the size
-//! [`limits`] every config is checked against before anything is allocated.
+//! a level of `config.json` checked on the parsed JSON (`prepare`: nulls, harmless keys, the
+//! settings implemented in one value only) then derived into the config structs (`read`:
+//! every type error and unknown key named by its path), the RoPE settings of both
+//! transformers-format layouts, and the size [`limits`] every config is checked against
+//! before anything is allocated.
 
-use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-use serde::de::{DeserializeOwned, Error as _, IgnoredAny};
-use serde::{Deserialize, Deserializer};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
+use crate::Error;
 use crate::kernels::rope::Llama3Scaling;
-use crate::{Error, Result};
 
 /// The largest sizes a config may declare. Each admits the published checkpoints (csm-1b with
 /// the kyutai/mimi codec; their values in the comments) with a wide margin, and together they
@@ -64,76 +66,127 @@ pub mod limits {
     pub const SEANET_FRAME_VALUES: usize = 1 << 24;
 }
 
-/// Reads `path` and parses it into `C` through its raw form `R`.
-pub(crate) fn load<R, C>(path: &Path) -> Result<C>
-where
-    R: DeserializeOwned,
-    C: TryFrom<R, Error = String>,
-{
+/// One level of a config file: a JSON object.
+pub(crate) type Obj = Map<String, Value>;
+
+/// Keys accepted and ignored at every level of every config: metadata and training settings.
+pub const HARMLESS_KEYS: &[&str] = &[
+    "architectures",
+    "transformers_version",
+    "torch_dtype", // the weights' dtype comes from the safetensors file
+    "dtype",
+    "_name_or_path",
+    "_commit_hash",
+    "initializer_range", // weight init only
+    "attention_dropout", // training only
+    "use_cache",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "id2label",
+    "label2id",
+    "problem_type",
+];
+
+/// Reads `path` and parses it with `from` (see [`parse`]).
+pub(crate) fn load<C>(path: &Path, from: fn(Value) -> Result<C, String>) -> crate::Result<C> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    parse::<R, C>(&text, path)
+    parse(&text, path, from)
 }
 
-/// Parses `json` into its raw form `R` (an error names the key path inside the file for a
-/// value of the wrong type or an unsupported setting), then converts and checks it into `C`;
-/// `path` names the file in errors.
-pub(crate) fn parse<R, C>(json: &str, path: &Path) -> Result<C>
-where
-    R: DeserializeOwned,
-    C: TryFrom<R, Error = String>,
-{
-    let mut de = serde_json::Deserializer::from_str(json);
-    let raw = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| {
-            let key = e.path().to_string();
-            let e = e.into_inner();
-            match e.classify() {
-                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                    format!("not valid JSON: {e}")
-                }
-                _ if key == "." => e.to_string(),
-                _ => format!("`{key}`: {e}"),
-            }
+/// Parses `json` and builds a config from it with `from`, whose error message names the key
+/// path at fault; `path` names the file in errors.
+pub(crate) fn parse<C>(
+    json: &str,
+    path: &Path,
+    from: fn(Value) -> Result<C, String>,
+) -> crate::Result<C> {
+    serde_json::from_str(json)
+        .map_err(|e| format!("not valid JSON: {e}"))
+        .and_then(from)
+        .map_err(|msg| Error::BadConfig {
+            path: path.to_path_buf(),
+            msg,
         })
-        .and_then(|v| {
-            de.end()
-                .map(|()| v)
-                .map_err(|e| format!("not valid JSON: {e}"))
-        });
-    raw.and_then(C::try_from).map_err(|msg| bad(path, msg))
 }
 
-fn bad(path: &Path, msg: String) -> Error {
-    Error::BadConfig {
-        path: path.to_path_buf(),
-        msg,
+/// `v` as an object; `key` names it in the error ("" for the whole file).
+pub(crate) fn object(v: Value, key: &str) -> Result<Obj, String> {
+    match v {
+        Value::Object(o) => Ok(o),
+        _ if key.is_empty() => Err("expected a JSON object".into()),
+        v => Err(format!("`{key}` must be a JSON object, got {v}")),
     }
 }
 
-/// For a field where an explicit null means something else than an absent key
-/// (`#[serde(default, deserialize_with = "nullable")]`): `Some(None)` is the null.
-pub(crate) fn nullable<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
-/// Fails on the first key of `other` (those a raw config does not declare) that is not in
-/// `harmless`; `prefix` places it in the file.
-pub(crate) fn only_harmless(
-    other: &BTreeMap<String, IgnoredAny>,
-    harmless: &[&str],
+/// Prepares one level of a file (`prefix` places it) for [`read`]: a null is the same as an
+/// absent key (the caller first takes out those where it means something), `harmless` keys
+/// are dropped, and each `(key, value)` of `one_value` (a setting this runtime implements in
+/// one value only; 1 and 1.0 are the same) must be absent or that value.
+pub(crate) fn prepare(
+    o: &mut Obj,
     prefix: &str,
-) -> std::result::Result<(), String> {
-    match other.keys().find(|k| !harmless.contains(&k.as_str())) {
-        Some(k) => Err(format!(
-            "unknown key `{prefix}{k}`: it may change the model and is not supported"
-        )),
-        None => Ok(()),
+    harmless: &[&[&str]],
+    one_value: &[(&str, Value)],
+) -> Result<(), String> {
+    o.retain(|k, v| !v.is_null() && !harmless.iter().any(|h| h.contains(&k.as_str())));
+    for (k, want) in one_value {
+        match o.remove(*k) {
+            Some(v) if v != *want && v.as_f64().is_none_or(|x| Some(x) != want.as_f64()) => {
+                return Err(format!("`{prefix}{k}` {v} is not supported (only {want})"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Deserialises one prepared level into `A` and `B`, each taking the keys it declares (absent
+/// ones take its `#[serde(default)]`): a value of the wrong type is an error naming its key
+/// path, and so is a key that neither declares.
+pub(crate) fn read<A: DeserializeOwned, B: DeserializeOwned>(
+    o: Obj,
+    prefix: &str,
+) -> Result<(A, B), String> {
+    fn de<T: DeserializeOwned>(v: &Value, prefix: &str) -> Result<(T, Vec<String>), String> {
+        let mut ignored = Vec::new();
+        let mut note = |p: serde_ignored::Path| ignored.push(p.to_string());
+        let t = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(v, &mut note))
+            .map_err(|e| format!("`{prefix}{}`: {}", e.path(), e.inner()))?;
+        Ok((t, ignored))
+    }
+    let v = Value::Object(o);
+    let ((a, ia), (b, ib)) = (de(&v, prefix)?, de(&v, prefix)?);
+    match ia.iter().find(|k| ib.contains(k)) {
+        Some(k) => Err(unknown(prefix, k)),
+        None => Ok((a, b)),
     }
 }
+
+fn unknown(prefix: &str, key: &str) -> String {
+    format!("unknown key `{prefix}{key}`: it may change the model and is not supported")
+}
+
+/// Adds the keys of `defaults` (serialised) that `o` lacks.
+pub(crate) fn fill(o: &mut Obj, defaults: &impl Serialize) {
+    if let Ok(Value::Object(d)) = serde_json::to_value(defaults) {
+        for (k, v) in d {
+            o.entry(k).or_insert(v);
+        }
+    }
+}
+
+/// `ensure!(condition, "format", args...)`: an `Err` with the formatted message unless the
+/// condition holds.
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        let holds: bool = $cond;
+        if !holds {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+pub(crate) use ensure;
 
 /// `fields_in_ranges!(config, prefix, field: range, ...)`: [`in_ranges`] on fields whose names
 /// are their keys in the file (so a message cannot name the wrong key).
@@ -149,7 +202,7 @@ pub(crate) use fields_in_ranges;
 pub(crate) fn in_ranges(
     prefix: &str,
     sizes: &[(&str, usize, RangeInclusive<usize>)],
-) -> std::result::Result<(), String> {
+) -> Result<(), String> {
     match sizes.iter().find(|(_, v, r)| !r.contains(v)) {
         Some((key, v, r)) if v < r.start() => Err(format!(
             "`{prefix}{key}` must be at least {}, got {v}",
@@ -170,7 +223,7 @@ pub(crate) fn kv_cache_fits(
     prefix: &str,
     positions_key: &str,
     [layers, positions, kv_heads, head_dim]: [usize; 4],
-) -> std::result::Result<(), String> {
+) -> Result<(), String> {
     let bytes = [layers, positions, kv_heads, head_dim, 2 * 4]
         .iter()
         .try_fold(1u64, |acc, &n| acc.checked_mul(n as u64));
@@ -184,131 +237,89 @@ pub(crate) fn kv_cache_fits(
     }
 }
 
-/// A boolean field this runtime implements in one setting only (`Is<false>` for
-/// `attention_bias`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Is<const B: bool>;
-
-impl<'de, const B: bool> Deserialize<'de> for Is<B> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        match bool::deserialize(d)? {
-            v if v == B => Ok(Is),
-            v => Err(D::Error::custom(format!("{v} is not supported (only {B})"))),
-        }
-    }
-}
-
-/// A numeric field this runtime implements for one value only (`Only<1>` for
-/// `audio_channels`); 1 and 1.0 are the same value.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Only<const N: u64>;
-
-impl<'de, const N: u64> Deserialize<'de> for Only<N> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        match f64::deserialize(d)? {
-            v if v == N as f64 => Ok(Only),
-            v => Err(D::Error::custom(format!("{v} is not supported (only {N})"))),
-        }
-    }
-}
-
-/// A finite number above zero.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Positive(pub f64);
-
-impl<'de> Deserialize<'de> for Positive {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        match f64::deserialize(d)? {
-            v if v.is_finite() && v > 0.0 => Ok(Positive(v)),
-            v => Err(D::Error::custom(format!(
-                "must be a positive number, got {v}"
-            ))),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum RopeType {
-    Default,
-    Llama3,
-}
-
-/// One RoPE settings object: `rope_scaling` (transformers 4.x, theta beside it) or
-/// `rope_parameters` (5.x, theta inside).
-#[allow(dead_code)] // the one-value switches are checked as they are read, never used
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawRope {
-    rope_type: Option<RopeType>,
-    /// The older spelling of `rope_type` (transformers may keep both).
-    #[serde(rename = "type")]
-    legacy_type: Option<RopeType>,
-    /// The rotated part of each head: all of it.
-    partial_rotary_factor: Option<Only<1>>,
-    rope_theta: Option<Positive>,
-    factor: Option<Positive>,
-    low_freq_factor: Option<Positive>,
-    high_freq_factor: Option<Positive>,
-    original_max_position_embeddings: Option<Positive>,
-}
-
-/// RoPE of one config level: theta (`rope_theta` beside a 4.x `rope_scaling`, or inside a 5.x
-/// `rope_parameters`, else `default_theta`) and the Llama-3 scaling, if any. `prefix` places
-/// the level in the file.
+/// Takes the RoPE keys out of one level (`prefix` places it): theta (`rope_theta` beside a
+/// 4.x `rope_scaling`, or inside a 5.x `rope_parameters`; `theta` if neither sets it) and the
+/// Llama-3 scaling, if any.
 pub(crate) fn rope(
+    o: &mut Obj,
     prefix: &str,
-    theta: Option<Positive>,
-    scaling: Option<&RawRope>,
-    parameters: Option<&RawRope>,
-    default_theta: f64,
-) -> std::result::Result<(f64, Option<Llama3Scaling>), String> {
-    let (key, r) = match (scaling, parameters) {
+    theta: f64,
+) -> Result<(f64, Option<Llama3Scaling>), String> {
+    let positive = |key: &str, v: Option<Value>| match v {
+        None => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(x) if x.is_finite() && x > 0.0 => Ok(Some(x)),
+            _ => Err(format!("`{key}`: must be a positive number, got {v}")),
+        },
+    };
+    let theta = positive(&format!("{prefix}rope_theta"), o.remove("rope_theta"))?.unwrap_or(theta);
+    let (key, r) = match (o.remove("rope_scaling"), o.remove("rope_parameters")) {
         (Some(_), Some(_)) => {
             return Err(format!(
                 "both `{prefix}rope_scaling` and `{prefix}rope_parameters` are set: use one"
             ));
         }
-        (Some(r), None) => ("rope_scaling", r),
-        (None, Some(r)) => ("rope_parameters", r),
-        (None, None) => return Ok((theta.map_or(default_theta, |t| t.0), None)),
+        (Some(r), None) => (format!("{prefix}rope_scaling"), r),
+        (None, Some(r)) => (format!("{prefix}rope_parameters"), r),
+        (None, None) => return Ok((theta, None)),
     };
-    let theta = r.rope_theta.or(theta).map_or(default_theta, |t| t.0);
-    let need = |k: &str, v: Option<Positive>| {
-        v.map(|p| p.0)
-            .ok_or_else(|| format!("`{prefix}{key}.{k}` is required for rope_type \"llama3\""))
+    let mut r = object(r, &key)?;
+    let p = format!("{key}.");
+    prepare(&mut r, &p, &[], &[("partial_rotary_factor", 1.into())])?;
+    // "type" is the older spelling of "rope_type" (transformers may write both)
+    let kind = match (r.remove("rope_type"), r.remove("type")) {
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) => "default".into(),
     };
-    match r.rope_type.or(r.legacy_type).unwrap_or(RopeType::Default) {
-        RopeType::Default => {
-            let set = [
-                ("factor", r.factor),
-                ("low_freq_factor", r.low_freq_factor),
-                ("high_freq_factor", r.high_freq_factor),
-            ];
-            match set.iter().find(|(_, v)| v.is_some()) {
-                Some((k, _)) => Err(format!(
-                    "`{prefix}{key}.{k}` is set but rope_type is \"default\""
-                )),
-                None => Ok((theta, None)),
-            }
-        }
-        RopeType::Llama3 => {
-            let s = Llama3Scaling {
-                factor: need("factor", r.factor)?,
-                low_freq_factor: need("low_freq_factor", r.low_freq_factor)?,
-                high_freq_factor: need("high_freq_factor", r.high_freq_factor)?,
-                original_max_position_embeddings: need(
-                    "original_max_position_embeddings",
-                    r.original_max_position_embeddings,
-                )?,
-            };
-            if s.high_freq_factor <= s.low_freq_factor {
+    let mut take = |k: &str| positive(&format!("{p}{k}"), r.remove(k));
+    let theta = take("rope_theta")?.unwrap_or(theta);
+    let keys = [
+        "factor",
+        "low_freq_factor",
+        "high_freq_factor",
+        "original_max_position_embeddings",
+    ];
+    let [a, b, c, d] = keys.map(&mut take);
+    let values = [a?, b?, c?, d?];
+    if let Some(k) = r.keys().next() {
+        return Err(unknown(&p, k));
+    }
+    match kind.as_str() {
+        Some("default") => match values[..3].iter().position(Option::is_some) {
+            Some(i) => Err(format!(
+                "`{p}{}` is set but rope_type is \"default\"",
+                keys[i]
+            )),
+            None => Ok((theta, None)),
+        },
+        Some("llama3") => {
+            if let Some(i) = values.iter().position(Option::is_none) {
                 return Err(format!(
-                    "`{prefix}{key}`: high_freq_factor {} must exceed low_freq_factor {}",
-                    s.high_freq_factor, s.low_freq_factor
+                    "`{p}{}` is required for rope_type \"llama3\"",
+                    keys[i]
                 ));
             }
+            let [
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            ] = values.map(Option::unwrap_or_default);
+            ensure!(
+                high_freq_factor > low_freq_factor,
+                "`{key}`: high_freq_factor {high_freq_factor} must exceed low_freq_factor \
+                 {low_freq_factor}"
+            );
+            let s = Llama3Scaling {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            };
             Ok((theta, Some(s)))
         }
+        _ => Err(format!(
+            "`{p}rope_type` {kind} is not supported (only \"default\" or \"llama3\")"
+        )),
     }
 }

@@ -8,36 +8,19 @@
 //! rejected with [`crate::Error::BadConfig`] naming the key; unknown keys are rejected unless
 //! listed as harmless. Sizes are checked against [`crate::config::limits`].
 
-use std::collections::BTreeMap;
-use std::num::NonZeroUsize;
 use std::path::Path;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use crate::Result;
-use crate::config::{self, Is, Only, Positive, RawRope, limits, nullable};
+use crate::config::{self, Obj, ensure, limits};
 use crate::kernels::rope::Llama3Scaling;
 use crate::mimi::MimiConfig;
-use crate::mimi::config::RawMimi;
 
-/// Keys accepted and ignored at either level: metadata and training/initialisation settings.
+/// Keys accepted and ignored at either level besides [`crate::config::HARMLESS_KEYS`].
 pub const HARMLESS_KEYS: &[&str] = &[
-    "architectures",
-    "transformers_version",
-    "torch_dtype", // the weights' dtype comes from the safetensors file
-    "dtype",
-    "_name_or_path",
-    "_commit_hash",
-    "initializer_range",
-    "attention_dropout", // training only
-    "use_cache",
-    "output_attentions",
-    "output_hidden_states",
-    "return_dict",
-    "id2label",
-    "label2id",
-    "problem_type",
     // The text stream's padding id (csm-1b: = audio_token_id) and the text eos: generation
     // never emits text, and a batch of one is never padded.
     "pad_token_id",
@@ -47,20 +30,26 @@ pub const HARMLESS_KEYS: &[&str] = &[
     "tie_word_embeddings",
 ];
 
-/// One Llama-style decoder stack (the backbone or the depth decoder).
-#[derive(Debug, Clone, PartialEq)]
+/// One Llama-style decoder stack (the backbone or the depth decoder); the field names are the
+/// keys of `config.json`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct TransformerConfig {
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
+    /// Null: `num_attention_heads` (plain multi-head attention).
     pub num_key_value_heads: usize,
+    /// Absent: `hidden_size / num_attention_heads`.
     pub head_dim: usize,
     pub rms_norm_eps: f64,
     /// Positions the stack was trained for (backbone 2048, depth decoder 33 in csm-1b).
     pub max_position_embeddings: usize,
+    /// From `rope_theta` or `rope_parameters`.
+    #[serde(skip)]
     pub rope_theta: f64,
-    /// Llama-3 frequency scaling; `None` for plain RoPE.
+    /// Llama-3 frequency scaling (`rope_scaling` or `rope_parameters`); `None` for plain RoPE.
+    #[serde(skip)]
     pub rope_scaling: Option<Llama3Scaling>,
 }
 
@@ -73,16 +62,26 @@ pub struct DepthDecoderConfig {
     pub backbone_hidden_size: usize,
 }
 
-/// What the runtime needs to know about a CSM checkpoint, validated.
-#[derive(Debug, Clone, PartialEq)]
+/// What the runtime needs to know about a CSM checkpoint, validated by [`CsmConfig::parse`]
+/// (the derived `Deserialize` only reads its own fields from the top-level keys of the same
+/// names; an absent key takes the csm-1b value).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct CsmConfig {
+    /// The top level's Llama stack.
+    #[serde(skip)]
     pub backbone: TransformerConfig,
+    /// `depth_decoder_config`.
+    #[serde(skip)]
     pub depth_decoder: DepthDecoderConfig,
+    /// `codec_config`.
+    #[serde(skip)]
     pub codec: MimiConfig,
     /// Codebooks per audio frame (32 in csm-1b).
     pub num_codebooks: usize,
     /// Ids per codebook in the embeddings and heads (`vocab_size`, 2051 in csm-1b): the codec's
     /// `codebook_size` codes plus extra ids that the codec cannot decode.
+    #[serde(rename = "vocab_size")]
     pub audio_vocab_size: usize,
     pub text_vocab_size: usize,
     /// `<|begin_of_text|>` (128000).
@@ -120,29 +119,25 @@ impl TransformerConfig {
             head_dim: 1..=HEAD_DIM,
             max_position_embeddings: 1..=POSITIONS,
         )?;
-        if !self
-            .num_attention_heads
-            .is_multiple_of(self.num_key_value_heads)
-        {
-            return Err(format!(
-                "`{prefix}num_attention_heads` {} is not a multiple of \
-                 `{prefix}num_key_value_heads` {}",
-                self.num_attention_heads, self.num_key_value_heads
-            ));
-        }
-        if !self.head_dim.is_multiple_of(2) {
-            return Err(format!(
-                "`{prefix}head_dim` {} must be even (RoPE rotates half-dimension pairs)",
-                self.head_dim
-            ));
-        }
         let t = self;
-        let sizes = [
-            t.num_hidden_layers,
-            t.max_position_embeddings,
-            t.num_key_value_heads,
-            t.head_dim,
-        ];
+        ensure!(
+            t.num_attention_heads.is_multiple_of(t.num_key_value_heads),
+            "`{prefix}num_attention_heads` {} is not a multiple of `{prefix}num_key_value_heads` {}",
+            t.num_attention_heads,
+            t.num_key_value_heads
+        );
+        ensure!(
+            t.head_dim.is_multiple_of(2),
+            "`{prefix}head_dim` {} must be even (RoPE rotates half-dimension pairs)",
+            t.head_dim
+        );
+        ensure!(
+            t.rms_norm_eps > 0.0,
+            "`{prefix}rms_norm_eps`: must be a positive number, got {}",
+            t.rms_norm_eps
+        );
+        let (layers, positions) = (t.num_hidden_layers, t.max_position_embeddings);
+        let sizes = [layers, positions, t.num_key_value_heads, t.head_dim];
         config::kv_cache_fits(prefix, "max_position_embeddings", sizes)
     }
 }
@@ -185,292 +180,188 @@ impl Default for CsmConfig {
     }
 }
 
-/// SwiGLU with SiLU.
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum HiddenAct {
-    Silu,
-}
-
 const DEPTH: &str = "depth_decoder_config.";
 
-/// One level of `config.json` as written: the top level (backbone and model) or, nested in it,
-/// `depth_decoder_config`. The levels share the Llama-stack keys; a key of the other level is
-/// rejected by [`Level::misplaced`]. Every key is optional (null is the same as absent unless
-/// noted); [`CsmConfig::try_from`] fills in the defaults and checks the rest.
-#[allow(dead_code)] // the one-value switches are checked as they are read, never used
-#[derive(Debug, Default, Deserialize)]
-#[serde(expecting = "a JSON object")]
-struct Level {
-    /// "csm" at the top, "csm_depth_decoder_model" in `depth_decoder_config`.
-    model_type: Option<String>,
-    // The Llama stack.
-    hidden_act: Option<HiddenAct>,
-    attention_bias: Option<Is<false>>,
-    mlp_bias: Option<Is<false>>,
-    /// Unsplit projections.
-    pretraining_tp: Option<Only<1>>,
-    hidden_size: Option<NonZeroUsize>,
-    intermediate_size: Option<NonZeroUsize>,
-    num_hidden_layers: Option<usize>,
-    num_attention_heads: Option<NonZeroUsize>,
-    /// Absent: the csm-1b value; null: `num_attention_heads` (plain multi-head attention).
-    #[serde(default, deserialize_with = "nullable")]
-    num_key_value_heads: Option<Option<NonZeroUsize>>,
-    head_dim: Option<NonZeroUsize>,
-    rms_norm_eps: Option<Positive>,
-    max_position_embeddings: Option<NonZeroUsize>,
-    rope_theta: Option<Positive>,
-    rope_scaling: Option<RawRope>,
-    rope_parameters: Option<RawRope>,
-    // Both levels (they must agree).
-    num_codebooks: Option<NonZeroUsize>,
-    vocab_size: Option<NonZeroUsize>,
-    /// Used at the top; the depth decoder never sees text and ignores it.
-    bos_token_id: Option<usize>,
-    // The depth level only.
-    backbone_hidden_size: Option<NonZeroUsize>,
-    // The top level only.
-    text_vocab_size: Option<NonZeroUsize>,
-    audio_token_id: Option<usize>,
-    audio_eos_token_id: Option<usize>,
-    codebook_eos_token_id: Option<usize>,
-    codebook_pad_token_id: Option<usize>,
-    tie_codebooks_embeddings: Option<bool>,
-    depth_decoder_config: Option<Box<Level>>,
-    /// Absent: the kyutai/mimi codec (as transformers builds it).
-    codec_config: Option<RawMimi>,
-    /// Every other key: accepted only if harmless.
-    #[serde(flatten)]
-    other: BTreeMap<String, IgnoredAny>,
+/// The depth level's keys besides its Llama stack.
+#[derive(Deserialize)]
+struct DepthKeys {
+    backbone_hidden_size: Option<usize>,
+    /// Both levels have these; they must agree.
+    num_codebooks: Option<usize>,
+    vocab_size: Option<usize>,
+    /// The depth decoder never sees text.
+    #[serde(rename = "bos_token_id")]
+    _bos_token_id: Option<usize>,
 }
 
-impl Level {
-    /// Checks `model_type`, and that every key belongs to this level (`prefix` "" for the top,
-    /// [`DEPTH`] for the depth decoder) and is known or harmless.
-    fn check_keys(&self, prefix: &str) -> std::result::Result<(), String> {
-        let want = if prefix.is_empty() {
-            "csm"
-        } else {
-            "csm_depth_decoder_model"
-        };
-        if let Some(t) = self.model_type.as_deref().filter(|t| *t != want) {
-            return Err(format!(
-                "`{prefix}model_type` is \"{t}\", expected \"{want}\""
-            ));
-        }
-        let top_only = [
-            ("text_vocab_size", self.text_vocab_size.is_some()),
-            ("audio_token_id", self.audio_token_id.is_some()),
-            ("audio_eos_token_id", self.audio_eos_token_id.is_some()),
-            (
-                "codebook_eos_token_id",
-                self.codebook_eos_token_id.is_some(),
-            ),
-            (
-                "codebook_pad_token_id",
-                self.codebook_pad_token_id.is_some(),
-            ),
-            (
-                "tie_codebooks_embeddings",
-                self.tie_codebooks_embeddings.is_some(),
-            ),
-            ("depth_decoder_config", self.depth_decoder_config.is_some()),
-            ("codec_config", self.codec_config.is_some()),
-        ];
-        let depth_only = [("backbone_hidden_size", self.backbone_hidden_size.is_some())];
-        let misplaced: &[_] = if prefix.is_empty() {
-            &depth_only
-        } else {
-            &top_only
-        };
-        if let Some((k, _)) = misplaced.iter().find(|(_, set)| *set) {
-            return Err(format!(
-                "unknown key `{prefix}{k}`: it may change the model and is not supported"
-            ));
-        }
-        config::only_harmless(&self.other, HARMLESS_KEYS, prefix)
+/// One level of `config.json` (`prefix` places it): its Llama stack, absent keys taken from
+/// `d`, and its other keys `K`. A key of the other level is unknown here.
+fn level<K: DeserializeOwned>(
+    mut o: Obj,
+    prefix: &str,
+    d: &TransformerConfig,
+) -> std::result::Result<(TransformerConfig, K), String> {
+    let mha = o.get("num_key_value_heads") == Some(&Value::Null);
+    let model_type = if prefix.is_empty() {
+        "csm"
+    } else {
+        "csm_depth_decoder_model"
+    };
+    let one_value = [
+        ("model_type", json!(model_type)),
+        ("hidden_act", json!("silu")), // SwiGLU with SiLU
+        ("attention_bias", json!(false)),
+        ("mlp_bias", json!(false)),
+        ("pretraining_tp", json!(1)), // unsplit projections
+    ];
+    config::prepare(
+        &mut o,
+        prefix,
+        &[config::HARMLESS_KEYS, HARMLESS_KEYS],
+        &one_value,
+    )?;
+    let (rope_theta, rope_scaling) = config::rope(&mut o, prefix, d.rope_theta)?;
+    let head_dim_set = o.contains_key("head_dim");
+    config::fill(&mut o, d);
+    let (mut t, k): (TransformerConfig, K) = config::read(o, prefix)?;
+    (t.rope_theta, t.rope_scaling) = (rope_theta, rope_scaling);
+    if mha {
+        t.num_key_value_heads = t.num_attention_heads;
     }
-
-    /// This level's Llama stack, absent keys taken from `d`.
-    fn stack(
-        &self,
-        prefix: &str,
-        d: &TransformerConfig,
-    ) -> std::result::Result<TransformerConfig, String> {
-        let or = |v: Option<NonZeroUsize>, d: usize| v.map_or(d, NonZeroUsize::get);
-        let (hidden_size, heads) = (
-            or(self.hidden_size, d.hidden_size),
-            or(self.num_attention_heads, d.num_attention_heads),
-        );
-        let (rope_theta, rope_scaling) = config::rope(
-            prefix,
-            self.rope_theta,
-            self.rope_scaling.as_ref(),
-            self.rope_parameters.as_ref(),
-            d.rope_theta,
-        )?;
-        let t = TransformerConfig {
-            hidden_size,
-            intermediate_size: or(self.intermediate_size, d.intermediate_size),
-            num_hidden_layers: self.num_hidden_layers.unwrap_or(d.num_hidden_layers),
-            num_attention_heads: heads,
-            num_key_value_heads: match self.num_key_value_heads {
-                Some(None) => heads,
-                v => or(v.flatten(), d.num_key_value_heads),
-            },
-            head_dim: or(self.head_dim, hidden_size / heads),
-            rms_norm_eps: self.rms_norm_eps.map_or(d.rms_norm_eps, |p| p.0),
-            max_position_embeddings: or(self.max_position_embeddings, d.max_position_embeddings),
-            rope_theta,
-            rope_scaling,
-        };
-        t.check(prefix)?;
-        Ok(t)
+    if !head_dim_set {
+        t.head_dim = t
+            .hidden_size
+            .checked_div(t.num_attention_heads)
+            .unwrap_or(0);
     }
-}
-
-impl TryFrom<Level> for CsmConfig {
-    type Error = String;
-
-    /// Defaults for the absent keys, then every cross-field and size check.
-    fn try_from(mut top: Level) -> std::result::Result<Self, String> {
-        let d = CsmConfig::default();
-        let or = |v: Option<NonZeroUsize>, d: usize| v.map_or(d, NonZeroUsize::get);
-        top.check_keys("")?;
-        let depth = top.depth_decoder_config.take().unwrap_or_default();
-        depth.check_keys(DEPTH)?;
-        let cfg = CsmConfig {
-            backbone: top.stack("", &d.backbone)?,
-            depth_decoder: DepthDecoderConfig {
-                transformer: depth.stack(DEPTH, &d.depth_decoder.transformer)?,
-                backbone_hidden_size: or(depth.backbone_hidden_size, 2048),
-            },
-            codec: match top.codec_config {
-                None => d.codec,
-                Some(raw) => {
-                    MimiConfig::try_from(raw).map_err(|m| format!("in `codec_config`: {m}"))?
-                }
-            },
-            num_codebooks: or(top.num_codebooks, d.num_codebooks),
-            audio_vocab_size: or(top.vocab_size, d.audio_vocab_size),
-            text_vocab_size: or(top.text_vocab_size, d.text_vocab_size),
-            bos_token_id: top.bos_token_id.unwrap_or(d.bos_token_id),
-            audio_token_id: top.audio_token_id.unwrap_or(d.audio_token_id),
-            audio_eos_token_id: top.audio_eos_token_id.unwrap_or(d.audio_eos_token_id),
-            codebook_eos_token_id: top.codebook_eos_token_id.unwrap_or(d.codebook_eos_token_id),
-            codebook_pad_token_id: top.codebook_pad_token_id.unwrap_or(d.codebook_pad_token_id),
-            tie_codebooks_embeddings: top.tie_codebooks_embeddings.unwrap_or(true),
-        };
-        let n = cfg.num_codebooks;
-        let depth_codebooks = or(depth.num_codebooks, d.num_codebooks);
-        if depth_codebooks != n {
-            return Err(format!(
-                "`{DEPTH}num_codebooks` {depth_codebooks} != `num_codebooks` {n}"
-            ));
-        }
-        let (vocab, depth_vocab) = (
-            cfg.audio_vocab_size,
-            or(depth.vocab_size, d.audio_vocab_size),
-        );
-        if depth_vocab != vocab {
-            return Err(format!(
-                "`{DEPTH}vocab_size` {depth_vocab} != `vocab_size` {vocab}"
-            ));
-        }
-        cfg.check()?;
-        Ok(cfg)
-    }
+    t.check(prefix)?;
+    Ok((t, k))
 }
 
 impl CsmConfig {
     /// Reads and validates `path` (a CSM `config.json`).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        config::load::<Level, _>(path.as_ref())
+        config::load(path.as_ref(), Self::from_json)
     }
 
     /// Parses and validates config JSON; `path` only names the source in error messages.
     pub fn parse(json: &str, path: &Path) -> Result<Self> {
-        config::parse::<Level, _>(json, path)
+        config::parse(json, path, Self::from_json)
+    }
+
+    /// A parsed `config.json` checked into a config: the error names the key at fault.
+    fn from_json(v: Value) -> std::result::Result<Self, String> {
+        let mut top = config::object(v, "")?;
+        let depth = match top.remove("depth_decoder_config") {
+            None | Some(Value::Null) => Obj::new(),
+            Some(v) => config::object(v, "depth_decoder_config")?,
+        };
+        let codec = match top.remove("codec_config") {
+            None | Some(Value::Null) => MimiConfig::default(),
+            Some(v) => MimiConfig::from_json(v).map_err(|m| format!("in `codec_config`: {m}"))?,
+        };
+        let d = CsmConfig::default();
+        let (backbone, mut c): (_, CsmConfig) = level(top, "", &d.backbone)?;
+        let (transformer, k): (_, DepthKeys) = level(depth, DEPTH, &d.depth_decoder.transformer)?;
+        let backbone_hidden_size = k
+            .backbone_hidden_size
+            .unwrap_or(d.depth_decoder.backbone_hidden_size);
+        (c.backbone, c.codec) = (backbone, codec);
+        c.depth_decoder = DepthDecoderConfig {
+            transformer,
+            backbone_hidden_size,
+        };
+        let (n, depth_n) = (c.num_codebooks, k.num_codebooks.unwrap_or(d.num_codebooks));
+        ensure!(
+            depth_n == n,
+            "`{DEPTH}num_codebooks` {depth_n} != `num_codebooks` {n}"
+        );
+        let (vocab, depth_vocab) = (
+            c.audio_vocab_size,
+            k.vocab_size.unwrap_or(d.audio_vocab_size),
+        );
+        ensure!(
+            depth_vocab == vocab,
+            "`{DEPTH}vocab_size` {depth_vocab} != `vocab_size` {vocab}"
+        );
+        c.check()?;
+        Ok(c)
     }
 
     /// Cross-field consistency and the model-level limits; the message names the fields at
     /// fault.
     fn check(&self) -> std::result::Result<(), String> {
-        let n = self.num_codebooks;
-        let dd = &self.depth_decoder;
-        if n < 2 {
-            return Err(format!(
-                "`num_codebooks` {n} must be at least 2 (codebook 0 from the backbone, the rest \
-                 from the depth decoder)"
-            ));
-        }
+        let (n, vocab) = (self.num_codebooks, self.audio_vocab_size);
+        let text = self.text_vocab_size;
+        let (dd, codec) = (&self.depth_decoder, &self.codec);
+        ensure!(
+            n >= 2,
+            "`num_codebooks` {n} must be at least 2 (codebook 0 from the backbone, the rest from \
+             the depth decoder)"
+        );
+        use limits::*;
         config::in_ranges(
             "",
             &[
-                ("num_codebooks", n, 2..=limits::CODEBOOKS),
-                ("vocab_size", self.audio_vocab_size, 1..=limits::AUDIO_VOCAB),
-                (
-                    "text_vocab_size",
-                    self.text_vocab_size,
-                    1..=limits::TEXT_VOCAB,
-                ),
+                ("num_codebooks", n, 2..=CODEBOOKS),
+                ("vocab_size", vocab, 1..=AUDIO_VOCAB),
+                ("text_vocab_size", text, 1..=TEXT_VOCAB),
             ],
         )?;
-        if dd.backbone_hidden_size != self.backbone.hidden_size {
-            return Err(format!(
-                "`depth_decoder_config.backbone_hidden_size` {} != `hidden_size` {}",
-                dd.backbone_hidden_size, self.backbone.hidden_size
-            ));
-        }
-        if self.codec.num_quantizers != n {
-            return Err(format!(
-                "`codec_config.num_quantizers` {} != `num_codebooks` {n}",
-                self.codec.num_quantizers
-            ));
-        }
-        if self.audio_vocab_size < self.codec.codebook_size {
-            return Err(format!(
-                "`vocab_size` {} is below `codec_config.codebook_size` {}",
-                self.audio_vocab_size, self.codec.codebook_size
-            ));
-        }
+        let hidden = self.backbone.hidden_size;
+        ensure!(
+            dd.backbone_hidden_size == hidden,
+            "`{DEPTH}backbone_hidden_size` {} != `hidden_size` {hidden}",
+            dd.backbone_hidden_size
+        );
+        ensure!(
+            codec.num_quantizers == n,
+            "`codec_config.num_quantizers` {} != `num_codebooks` {n}",
+            codec.num_quantizers
+        );
+        ensure!(
+            vocab >= codec.codebook_size,
+            "`vocab_size` {vocab} is below `codec_config.codebook_size` {}",
+            codec.codebook_size
+        );
         // The depth decoder sees the backbone hidden state and codebooks 0..n-2.
-        if dd.transformer.max_position_embeddings < n {
-            return Err(format!(
-                "`depth_decoder_config.max_position_embeddings` {} is below `num_codebooks` {n}",
-                dd.transformer.max_position_embeddings
-            ));
-        }
-        for (key, id) in [
-            ("bos_token_id", self.bos_token_id),
-            ("audio_token_id", self.audio_token_id),
-            ("audio_eos_token_id", self.audio_eos_token_id),
+        let positions = dd.transformer.max_position_embeddings;
+        ensure!(
+            positions >= n,
+            "`{DEPTH}max_position_embeddings` {positions} is below `num_codebooks` {n}"
+        );
+        let (audio, eos) = (self.audio_token_id, self.audio_eos_token_id);
+        for (key, id, of, size) in [
+            ("bos_token_id", self.bos_token_id, "text", text),
+            ("audio_token_id", audio, "text", text),
+            ("audio_eos_token_id", eos, "text", text),
+            (
+                "codebook_eos_token_id",
+                self.codebook_eos_token_id,
+                "audio",
+                vocab,
+            ),
+            (
+                "codebook_pad_token_id",
+                self.codebook_pad_token_id,
+                "audio",
+                vocab,
+            ),
         ] {
-            if id >= self.text_vocab_size {
-                return Err(format!(
-                    "`{key}` {id} is outside the text vocabulary (`text_vocab_size` {})",
-                    self.text_vocab_size
-                ));
-            }
+            let size_key = if of == "text" {
+                "text_vocab_size"
+            } else {
+                "vocab_size"
+            };
+            ensure!(
+                id < size,
+                "`{key}` {id} is outside the {of} vocabulary (`{size_key}` {size})"
+            );
         }
-        if self.audio_token_id == self.audio_eos_token_id {
-            return Err(format!(
-                "`audio_token_id` and `audio_eos_token_id` are both {}",
-                self.audio_token_id
-            ));
-        }
-        for (key, id) in [
-            ("codebook_eos_token_id", self.codebook_eos_token_id),
-            ("codebook_pad_token_id", self.codebook_pad_token_id),
-        ] {
-            if id >= self.audio_vocab_size {
-                return Err(format!(
-                    "`{key}` {id} is outside the audio vocabulary (`vocab_size` {})",
-                    self.audio_vocab_size
-                ));
-            }
-        }
+        ensure!(
+            audio != eos,
+            "`audio_token_id` and `audio_eos_token_id` are both {audio}"
+        );
         Ok(())
     }
 
@@ -818,7 +709,7 @@ mod tests {
                         serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
                     );
                 }),
-                "`rope_scaling.rope_type`: unknown variant `yarn`",
+                "`rope_scaling.rope_type` \"yarn\" is not supported",
             ),
             (
                 Box::new(|o| {
@@ -904,7 +795,7 @@ mod tests {
                         .unwrap()
                         .insert("pad_mode".into(), Value::from("reflect"));
                 }),
-                "`codec_config.pad_mode`: unknown variant `reflect`",
+                "in `codec_config`: `pad_mode` \"reflect\" is not supported",
             ),
             (
                 Box::new(|o| {

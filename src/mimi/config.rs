@@ -7,43 +7,28 @@
 //! unless they are on the [`HARMLESS_KEYS`] list (metadata and training/initialisation-only
 //! settings). Sizes are checked against [`crate::config::limits`].
 
-use std::collections::BTreeMap;
-use std::num::NonZeroUsize;
 use std::path::Path;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::config::{self, Is, Only, Positive, RawRope, limits, nullable};
+use crate::config::{self, ensure, limits};
 use crate::{Error, Result};
 
-/// Keys accepted and ignored: they cannot change inference results.
+/// Keys accepted and ignored besides [`crate::config::HARMLESS_KEYS`]: they cannot change
+/// inference results.
 pub const HARMLESS_KEYS: &[&str] = &[
-    "architectures",
-    "model_type", // checked to be "mimi" when present
-    "transformers_version",
-    "torch_dtype", // the weights' dtype comes from the safetensors file
-    "dtype",
-    "_name_or_path",
-    "_commit_hash",
-    "initializer_range",         // weight init only
     "layer_scale_initial_scale", // init value of the stored layer-scale vectors
-    "attention_dropout",         // training only
-    "use_cache",                 // runtime default of the reference, not maths
-    "use_streaming",             // ditto
+    "use_streaming",             // a runtime default of the reference, not maths
     "max_position_embeddings",   // RoPE cache size; the default RoPE does not depend on it
     "tie_word_embeddings",       // Mimi has no word embeddings
-    "output_attentions",
-    "output_hidden_states",
-    "return_dict",
-    "id2label",
-    "label2id",
-    "problem_type",
 ];
 
-/// What the runtime needs to know about a Mimi codec, validated.
-#[derive(Debug, Clone, PartialEq)]
+/// What the runtime needs to know about a Mimi codec, validated by [`MimiConfig::parse`] (the
+/// derived `Deserialize` only reads the fields, named as the keys of `config.json`; an absent
+/// key takes the kyutai/mimi value).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct MimiConfig {
     pub sampling_rate: usize,
     /// SEANet channels after the first conv; stage `s` of the encoder works on
@@ -62,20 +47,27 @@ pub struct MimiConfig {
     pub num_hidden_layers: usize,
     pub intermediate_size: usize,
     pub num_attention_heads: usize,
+    /// Absent: `hidden_size / num_attention_heads`.
     pub head_dim: usize,
     pub norm_eps: f64,
+    /// From `rope_theta` or `rope_parameters`.
+    #[serde(skip)]
     pub rope_theta: f64,
-    /// A key at distance `q - k` is visible iff `0 <= q - k < sliding_window`.
+    /// A key at distance `q - k` is visible iff `0 <= q - k < sliding_window` (null, unbounded
+    /// attention, is not supported).
     pub sliding_window: usize,
     pub codebook_size: usize,
+    /// Null: `hidden_size` (as transformers reads it).
     pub codebook_dim: usize,
     pub num_quantizers: usize,
     pub num_semantic_quantizers: usize,
     /// Quantizer-space dimension; `!= hidden_size` means 1x1 input/output projections exist.
     pub vector_quantization_hidden_dimension: usize,
     /// False for a checkpoint saved with `encoder_config: null` (decoder only).
+    #[serde(skip)]
     pub has_encoder: bool,
     /// False for a checkpoint saved with `decoder_config: null` (encoder only).
+    #[serde(skip)]
     pub has_decoder: bool,
 }
 
@@ -111,203 +103,105 @@ impl Default for MimiConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum ModelType {
-    Mimi,
-}
-
-/// Zero left padding.
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum PadMode {
-    Constant,
-}
-
-/// The exact (erf) GELU.
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum HiddenAct {
-    Gelu,
-}
-
-/// `config.json` as written: every key optional (null is the same as absent unless noted),
-/// types and one-value switches checked as it is read; [`MimiConfig::try_from`] fills in the
-/// defaults and checks the rest.
-#[allow(dead_code)] // the one-value switches are checked as they are read, never used
-#[derive(Debug, Deserialize)]
-#[serde(expecting = "a JSON object")]
-pub(crate) struct RawMimi {
-    model_type: Option<ModelType>,
-    // Behaviour switches implemented only in their kyutai/mimi setting.
-    audio_channels: Option<Only<1>>,
-    use_causal_conv: Option<Is<true>>,
-    pad_mode: Option<PadMode>,
-    /// All the trimming on the right.
-    trim_right_ratio: Option<Only<1>>,
-    /// Identity skips in the residual blocks.
-    use_conv_shortcut: Option<Is<false>>,
-    hidden_act: Option<HiddenAct>,
-    attention_bias: Option<Is<false>>,
+/// The keys that only have to agree with the fields.
+#[derive(Deserialize)]
+struct Agreeing {
     /// Only `hidden_size` (a depthwise upsample).
-    upsample_groups: Option<NonZeroUsize>,
+    upsample_groups: Option<usize>,
     /// Only `num_attention_heads` (plain multi-head attention).
-    num_key_value_heads: Option<NonZeroUsize>,
-    sampling_rate: Option<NonZeroUsize>,
-    num_filters: Option<NonZeroUsize>,
-    num_residual_layers: Option<usize>,
-    upsampling_ratios: Option<Vec<NonZeroUsize>>,
-    kernel_size: Option<NonZeroUsize>,
-    last_kernel_size: Option<NonZeroUsize>,
-    residual_kernel_size: Option<NonZeroUsize>,
-    dilation_growth_rate: Option<NonZeroUsize>,
-    compress: Option<NonZeroUsize>,
-    hidden_size: Option<NonZeroUsize>,
-    num_hidden_layers: Option<usize>,
-    intermediate_size: Option<NonZeroUsize>,
-    num_attention_heads: Option<NonZeroUsize>,
-    head_dim: Option<NonZeroUsize>,
-    norm_eps: Option<Positive>,
-    /// Null (unbounded attention) is not supported.
-    #[serde(default, deserialize_with = "nullable")]
-    sliding_window: Option<Option<NonZeroUsize>>,
-    rope_theta: Option<Positive>,
-    rope_scaling: Option<RawRope>,
-    rope_parameters: Option<RawRope>,
-    codebook_size: Option<NonZeroUsize>,
-    /// Absent: 256; null: `hidden_size` (as transformers reads it).
-    #[serde(default, deserialize_with = "nullable")]
-    codebook_dim: Option<Option<NonZeroUsize>>,
-    num_quantizers: Option<NonZeroUsize>,
-    num_semantic_quantizers: Option<NonZeroUsize>,
-    vector_quantization_hidden_dimension: Option<NonZeroUsize>,
-    /// Null drops that half; an object is not supported (the halves share the top-level keys).
-    #[serde(default, deserialize_with = "nullable")]
-    encoder_config: Option<Option<Value>>,
-    #[serde(default, deserialize_with = "nullable")]
-    decoder_config: Option<Option<Value>>,
+    num_key_value_heads: Option<usize>,
     /// 4.x `frame_rate`, 5.x `_frame_rate`: an explicit rate sets the downsample stride in the
     /// reference; only the rate of the 2x downsample is supported.
     frame_rate: Option<f64>,
     #[serde(rename = "_frame_rate")]
     frame_rate_5x: Option<f64>,
-    /// Every other key: accepted only if harmless.
-    #[serde(flatten)]
-    other: BTreeMap<String, IgnoredAny>,
-}
-
-impl TryFrom<RawMimi> for MimiConfig {
-    type Error = String;
-
-    /// Defaults for the absent keys, then every cross-field and size check.
-    fn try_from(r: RawMimi) -> std::result::Result<Self, String> {
-        config::only_harmless(&r.other, HARMLESS_KEYS, "")?;
-        let d = MimiConfig::default();
-        let or = |v: Option<NonZeroUsize>, d: usize| v.map_or(d, NonZeroUsize::get);
-        let (hidden_size, heads) = (
-            or(r.hidden_size, d.hidden_size),
-            or(r.num_attention_heads, d.num_attention_heads),
-        );
-        let (rope_theta, scaling) = config::rope(
-            "",
-            r.rope_theta,
-            r.rope_scaling.as_ref(),
-            r.rope_parameters.as_ref(),
-            d.rope_theta,
-        )?;
-        if scaling.is_some() {
-            return Err("RoPE scaling (rope_type \"llama3\") is not supported for Mimi".into());
-        }
-        if r.sliding_window == Some(None) {
-            return Err("`sliding_window` = null (unbounded attention) is not supported".into());
-        }
-        for (key, v) in [
-            ("encoder_config", &r.encoder_config),
-            ("decoder_config", &r.decoder_config),
-        ] {
-            if let Some(Some(v)) = v {
-                return Err(format!(
-                    "`{key}` must be absent or null (the halves share the top-level fields), \
-                     got {v}"
-                ));
-            }
-        }
-        let cfg = MimiConfig {
-            sampling_rate: or(r.sampling_rate, d.sampling_rate),
-            num_filters: or(r.num_filters, d.num_filters),
-            num_residual_layers: r.num_residual_layers.unwrap_or(d.num_residual_layers),
-            upsampling_ratios: r.upsampling_ratios.map_or(d.upsampling_ratios, |v| {
-                v.into_iter().map(NonZeroUsize::get).collect()
-            }),
-            kernel_size: or(r.kernel_size, d.kernel_size),
-            last_kernel_size: or(r.last_kernel_size, d.last_kernel_size),
-            residual_kernel_size: or(r.residual_kernel_size, d.residual_kernel_size),
-            dilation_growth_rate: or(r.dilation_growth_rate, d.dilation_growth_rate),
-            compress: or(r.compress, d.compress),
-            hidden_size,
-            num_hidden_layers: r.num_hidden_layers.unwrap_or(d.num_hidden_layers),
-            intermediate_size: or(r.intermediate_size, d.intermediate_size),
-            num_attention_heads: heads,
-            head_dim: or(r.head_dim, hidden_size / heads),
-            norm_eps: r.norm_eps.map_or(d.norm_eps, |p| p.0),
-            rope_theta,
-            sliding_window: or(r.sliding_window.flatten(), d.sliding_window),
-            codebook_size: or(r.codebook_size, d.codebook_size),
-            codebook_dim: match r.codebook_dim {
-                Some(None) => hidden_size,
-                v => or(v.flatten(), d.codebook_dim),
-            },
-            num_quantizers: or(r.num_quantizers, d.num_quantizers),
-            num_semantic_quantizers: or(r.num_semantic_quantizers, d.num_semantic_quantizers),
-            vector_quantization_hidden_dimension: or(
-                r.vector_quantization_hidden_dimension,
-                d.vector_quantization_hidden_dimension,
-            ),
-            has_encoder: r.encoder_config.is_none(),
-            has_decoder: r.decoder_config.is_none(),
-        };
-        cfg.check()?;
-        let groups = or(r.upsample_groups, hidden_size);
-        if groups != hidden_size {
-            return Err(format!(
-                "`upsample_groups` = {groups} is not supported (only depthwise: hidden_size = \
-                 {hidden_size})"
-            ));
-        }
-        let kv_heads = or(r.num_key_value_heads, heads);
-        if kv_heads != heads {
-            return Err(format!(
-                "`num_key_value_heads` = {kv_heads} is not supported (only `num_attention_heads` \
-                 = {heads}, plain multi-head attention)"
-            ));
-        }
-        let want = cfg.frame_rate();
-        for (key, rate) in [
-            ("frame_rate", r.frame_rate),
-            ("_frame_rate", r.frame_rate_5x),
-        ] {
-            if let Some(rate) = rate
-                && (rate - want).abs() > 1e-9 * want
-            {
-                return Err(format!(
-                    "`{key}` = {rate} disagrees with sampling_rate / frame size = {want} (only \
-                     the 2x downsample of the reference is supported)"
-                ));
-            }
-        }
-        Ok(cfg)
-    }
 }
 
 impl MimiConfig {
     /// Reads and validates `path` (a Mimi `config.json`).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        config::load::<RawMimi, _>(path.as_ref())
+        config::load(path.as_ref(), Self::from_json)
     }
 
     /// Parses and validates config JSON; `path` only names the source in error messages.
     pub fn parse(json: &str, path: &Path) -> Result<Self> {
-        config::parse::<RawMimi, _>(json, path)
+        config::parse(json, path, Self::from_json)
+    }
+
+    /// A parsed `config.json` (or CSM's `codec_config`) checked into a config: the error names
+    /// the key at fault.
+    pub(crate) fn from_json(v: Value) -> std::result::Result<Self, String> {
+        let mut o = config::object(v, "")?;
+        ensure!(
+            o.get("sliding_window") != Some(&Value::Null),
+            "`sliding_window` null (unbounded attention) is not supported"
+        );
+        let null_codebook_dim = o.get("codebook_dim") == Some(&Value::Null);
+        // Null drops that half; an object is not supported.
+        let mut half = |k: &str| match o.remove(k) {
+            None => Ok(true),
+            Some(Value::Null) => Ok(false),
+            Some(v) => Err(format!(
+                "`{k}` must be absent or null (the halves share the top-level keys), got {v}"
+            )),
+        };
+        let (has_encoder, has_decoder) = (half("encoder_config")?, half("decoder_config")?);
+        let harmless = [config::HARMLESS_KEYS, HARMLESS_KEYS];
+        let one_value = [
+            ("model_type", json!("mimi")),
+            ("audio_channels", json!(1)),
+            ("use_causal_conv", json!(true)),
+            ("pad_mode", json!("constant")),     // zero left padding
+            ("trim_right_ratio", json!(1)),      // all the trimming on the right
+            ("use_conv_shortcut", json!(false)), // identity skips in the residual blocks
+            ("hidden_act", json!("gelu")),       // the exact (erf) GELU
+            ("attention_bias", json!(false)),
+        ];
+        config::prepare(&mut o, "", &harmless, &one_value)?;
+        let d = MimiConfig::default();
+        let (rope_theta, scaling) = config::rope(&mut o, "", d.rope_theta)?;
+        ensure!(
+            scaling.is_none(),
+            "RoPE scaling (rope_type \"llama3\") is not supported for Mimi"
+        );
+        let head_dim_set = o.contains_key("head_dim");
+        let (mut c, a): (MimiConfig, Agreeing) = config::read(o, "")?;
+        if !head_dim_set {
+            c.head_dim = c
+                .hidden_size
+                .checked_div(c.num_attention_heads)
+                .unwrap_or(0);
+        }
+        if null_codebook_dim {
+            c.codebook_dim = c.hidden_size;
+        }
+        (c.rope_theta, c.has_encoder, c.has_decoder) = (rope_theta, has_encoder, has_decoder);
+        c.check()?;
+        let (hidden, heads) = (c.hidden_size, c.num_attention_heads);
+        let groups = a.upsample_groups.unwrap_or(hidden);
+        ensure!(
+            groups == hidden,
+            "`upsample_groups` {groups} is not supported (only depthwise: `hidden_size` {hidden})"
+        );
+        let kv_heads = a.num_key_value_heads.unwrap_or(heads);
+        ensure!(
+            kv_heads == heads,
+            "`num_key_value_heads` {kv_heads} is not supported (only `num_attention_heads` \
+             {heads}, plain multi-head attention)"
+        );
+        let want = c.frame_rate();
+        for (key, rate) in [
+            ("frame_rate", a.frame_rate),
+            ("_frame_rate", a.frame_rate_5x),
+        ] {
+            ensure!(
+                rate.is_none_or(|r| (r - want).abs() <= 1e-9 * want),
+                "`{key}` {} disagrees with sampling_rate / frame size = {want} (only the 2x \
+                 downsample of the reference is supported)",
+                rate.unwrap_or_default()
+            );
+        }
+        Ok(c)
     }
 
     /// The checks that hold for every usable configuration (sizes within
@@ -343,119 +237,93 @@ impl MimiConfig {
             num_quantizers: 1..=CODEBOOKS,
             num_semantic_quantizers: 1..=CODEBOOKS,
         )?;
-        let ratios = &self.upsampling_ratios;
-        let hop = ratios
-            .iter()
-            .try_fold(1usize, |acc, &r| acc.checked_mul(r))
-            .filter(|&h| h <= HOP);
-        let hop = match hop {
-            Some(h)
-                if (1..=STAGES).contains(&stages)
-                    && ratios.iter().all(|r| (1..=RATIO).contains(r)) =>
-            {
-                h
-            }
-            _ => {
-                return Err(format!(
-                    "`upsampling_ratios` {ratios:?} must be 1 to {STAGES} ratios of 1 to {RATIO} \
-                     whose product (the hop) is at most {HOP}"
-                ));
-            }
+        let (ratios, filters) = (&self.upsampling_ratios, self.num_filters);
+        let hop = ratios.iter().try_fold(1usize, |acc, &r| acc.checked_mul(r));
+        let hop = hop.filter(|&h| h <= HOP && (1..=STAGES).contains(&stages));
+        let Some(hop) = hop.filter(|_| ratios.iter().all(|r| (1..=RATIO).contains(r))) else {
+            return Err(format!(
+                "`upsampling_ratios` {ratios:?} must be 1 to {STAGES} ratios of 1 to {RATIO} whose \
+                 product (the hop) is at most {HOP}"
+            ));
         };
-        if self.compress > self.num_filters {
-            return Err(format!(
-                "`compress` {} leaves the residual blocks of `num_filters` {} channels none",
-                self.compress, self.num_filters
-            ));
-        }
+        ensure!(
+            self.compress <= filters,
+            "`compress` {} leaves the residual blocks of `num_filters` {filters} channels none",
+            self.compress
+        );
         // Below the limits, the shifts and products here cannot overflow 64 bits.
-        if self.seanet_inner_channels() > SEANET_CHANNELS {
-            return Err(format!(
-                "`num_filters` {} << {stages} stages is above this runtime's limit of \
-                 {SEANET_CHANNELS} channels",
-                self.num_filters
-            ));
-        }
-        let span = (self.dilation_growth_rate as u64)
-            .checked_pow(self.num_residual_layers.saturating_sub(1) as u32)
-            .and_then(|d| d.checked_mul(self.residual_kernel_size as u64 - 1));
-        if span.is_none_or(|s| s >= CONV_SPAN as u64) {
-            return Err(format!(
-                "`dilation_growth_rate` {} over {} residual blocks of `residual_kernel_size` {} \
-                 spans more than this runtime's limit of {CONV_SPAN} steps",
-                self.dilation_growth_rate, self.num_residual_layers, self.residual_kernel_size
-            ));
-        }
-        let widest = self
-            .kernel_size
-            .max(self.last_kernel_size)
-            .max(self.residual_kernel_size);
+        ensure!(
+            self.seanet_inner_channels() <= SEANET_CHANNELS,
+            "`num_filters` {filters} << {stages} stages is above this runtime's limit of \
+             {SEANET_CHANNELS} channels"
+        );
+        let (rate, blocks, kernel) = (
+            self.dilation_growth_rate,
+            self.num_residual_layers,
+            self.residual_kernel_size,
+        );
+        let span = (rate as u64)
+            .checked_pow(blocks.saturating_sub(1) as u32)
+            .and_then(|d| d.checked_mul(kernel as u64 - 1));
+        ensure!(
+            span.is_some_and(|s| s < CONV_SPAN as u64),
+            "`dilation_growth_rate` {rate} over {blocks} residual blocks of \
+             `residual_kernel_size` {kernel} spans more than this runtime's limit of {CONV_SPAN} \
+             steps"
+        );
+        let widest = self.kernel_size.max(self.last_kernel_size).max(kernel);
         let per_frame = self.seanet_peak() * widest as u64;
-        if per_frame > SEANET_FRAME_VALUES as u64 {
-            return Err(format!(
-                "`upsampling_ratios` {ratios:?} with `num_filters` {} make SEANet buffers of \
-                 {per_frame} values a frame, above this runtime's limit of {SEANET_FRAME_VALUES}",
-                self.num_filters
-            ));
-        }
-        let (layers, heads) = (self.num_hidden_layers, self.num_attention_heads);
-        let sizes = [layers, self.sliding_window, heads, self.head_dim];
+        ensure!(
+            per_frame <= SEANET_FRAME_VALUES as u64,
+            "`upsampling_ratios` {ratios:?} with `num_filters` {filters} make SEANet buffers of \
+             {per_frame} values a frame, above this runtime's limit of {SEANET_FRAME_VALUES}"
+        );
+        let (hidden, heads, head_dim) = (self.hidden_size, self.num_attention_heads, self.head_dim);
+        let sizes = [self.num_hidden_layers, self.sliding_window, heads, head_dim];
         config::kv_cache_fits("", "sliding_window", sizes)?;
-        if !self.sampling_rate.is_multiple_of(hop) {
-            return Err(format!(
-                "`sampling_rate` {} is not a multiple of the SEANet hop {hop} (product of \
-                 `upsampling_ratios`): the latent stride would not be 2",
-                self.sampling_rate
-            ));
-        }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(format!(
-                "`hidden_size` {} is not divisible by `num_attention_heads` {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
-        if !self.head_dim.is_multiple_of(2) {
-            return Err(format!(
-                "`head_dim` {} must be even (RoPE rotates half-dimension pairs)",
-                self.head_dim
-            ));
-        }
-        if self.num_semantic_quantizers >= self.num_quantizers {
-            return Err(format!(
-                "`num_semantic_quantizers` {} must be below `num_quantizers` {}",
-                self.num_semantic_quantizers, self.num_quantizers
-            ));
-        }
-        if !self.codebook_size.is_power_of_two() {
-            return Err(format!(
-                "`codebook_size` {} must be a power of two",
-                self.codebook_size
-            ));
-        }
-        if self.codebook_dim != self.vector_quantization_hidden_dimension {
-            return Err(format!(
-                "`codebook_dim` {} must equal `vector_quantization_hidden_dimension` {} (the \
-                 codewords live in the projected space)",
-                self.codebook_dim, self.vector_quantization_hidden_dimension
-            ));
-        }
-        if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
-            return Err(format!(
-                "`norm_eps` must be positive, got {}",
-                self.norm_eps
-            ));
-        }
-        if !(self.rope_theta > 1.0 && self.rope_theta.is_finite()) {
-            return Err(format!(
-                "RoPE theta must be a finite number above 1, got {}",
-                self.rope_theta
-            ));
-        }
-        if !self.has_encoder && !self.has_decoder {
-            return Err(
-                "both `encoder_config` and `decoder_config` are null: no codec left".into(),
-            );
-        }
+        ensure!(
+            self.sampling_rate.is_multiple_of(hop),
+            "`sampling_rate` {} is not a multiple of the SEANet hop {hop} (product of \
+             `upsampling_ratios`): the latent stride would not be 2",
+            self.sampling_rate
+        );
+        ensure!(
+            hidden.is_multiple_of(heads),
+            "`hidden_size` {hidden} is not divisible by `num_attention_heads` {heads}"
+        );
+        ensure!(
+            head_dim.is_multiple_of(2),
+            "`head_dim` {head_dim} must be even (RoPE rotates half-dimension pairs)"
+        );
+        let (semantic, quantizers) = (self.num_semantic_quantizers, self.num_quantizers);
+        ensure!(
+            semantic < quantizers,
+            "`num_semantic_quantizers` {semantic} must be below `num_quantizers` {quantizers}"
+        );
+        ensure!(
+            self.codebook_size.is_power_of_two(),
+            "`codebook_size` {} must be a power of two",
+            self.codebook_size
+        );
+        let (dim, vq_dim) = (self.codebook_dim, self.vector_quantization_hidden_dimension);
+        ensure!(
+            dim == vq_dim,
+            "`codebook_dim` {dim} must equal `vector_quantization_hidden_dimension` {vq_dim} (the \
+             codewords live in the projected space)"
+        );
+        let (eps, theta) = (self.norm_eps, self.rope_theta);
+        ensure!(
+            eps > 0.0 && eps.is_finite(),
+            "`norm_eps` must be positive, got {eps}"
+        );
+        ensure!(
+            theta > 1.0 && theta.is_finite(),
+            "RoPE theta must be a finite number above 1, got {theta}"
+        );
+        ensure!(
+            self.has_encoder || self.has_decoder,
+            "both `encoder_config` and `decoder_config` are null: no codec left"
+        );
         Ok(())
     }
 
