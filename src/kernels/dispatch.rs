@@ -154,7 +154,9 @@ impl Kernels {
         };
         let vector = match set {
             #[cfg(target_arch = "x86_64")]
-            KernelSet::Avx2 | KernelSet::Avx512Vnni => vector::AVX2,
+            KernelSet::Avx2 => vector::AVX2,
+            #[cfg(target_arch = "x86_64")]
+            KernelSet::Avx512Vnni => vector::AVX512,
             _ => vector::PORTABLE,
         };
         Ok(Kernels {

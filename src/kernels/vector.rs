@@ -84,6 +84,43 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    // SAFETY (every function here): the caller has checked that the CPU has AVX-512 (a `Kernels`
+    // of the AVX-512 set); the bodies are safe Rust.
+    use super::{act, attention};
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
+    pub(super) unsafe fn elu(x: &mut [f32]) {
+        act::elu(x)
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
+    pub(super) unsafe fn gelu(x: &mut [f32]) {
+        act::gelu(x)
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
+    pub(super) unsafe fn softmax(x: &mut [f32]) {
+        act::softmax(x)
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
+    pub(super) unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+        act::silu_mul(gate, up)
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
+    pub(super) unsafe fn scores(q: &[&[f32]], keys: &[f32], ld: usize, scale: f32, s: &mut [f32]) {
+        attention::block_scores(q, keys, ld, scale, s)
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
+    pub(super) unsafe fn weighted_sum(p: &[f32], values: &[f32], ld: usize, o: &mut [&mut [f32]]) {
+        attention::block_weighted_sum(p, values, ld, o)
+    }
+}
+
 /// The x86 SIMD sets' twins (AVX2 + FMA).
 #[cfg(target_arch = "x86_64")]
 pub(crate) const AVX2: VectorOps = VectorOps {
@@ -93,6 +130,17 @@ pub(crate) const AVX2: VectorOps = VectorOps {
     silu_mul: avx2::silu_mul,
     scores: avx2::scores,
     weighted_sum: avx2::weighted_sum,
+};
+
+/// The AVX-512 set's twins (16 lanes).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const AVX512: VectorOps = VectorOps {
+    elu: avx512::elu,
+    gelu: avx512::gelu,
+    softmax: avx512::softmax,
+    silu_mul: avx512::silu_mul,
+    scores: avx512::scores,
+    weighted_sum: avx512::weighted_sum,
 };
 
 #[cfg(test)]
