@@ -175,7 +175,7 @@ impl Watch {
                     Ok(d) => break d,
                     Err(e) => {
                         let e = e.to_string();
-                        health.failed_attempts.fetch_add(1, Relaxed);
+                        health.failed_attempts.incr();
                         health.set_error(&e);
                         if e != last_logged {
                             log::warn!("audio: reopening failed ({e}); retrying");
@@ -190,7 +190,8 @@ impl Watch {
             let lost_ns = now.saturating_sub(lost_at);
             health.lost_total_ns.fetch_add(lost_ns, Relaxed);
             health.lost_since_ns.store(0, Relaxed);
-            let n = health.reconnects.fetch_add(1, Relaxed) + 1;
+            health.reconnects.incr();
+            let n = health.reconnects.get();
             health.state.store(RUNNING, Relaxed);
             log::warn!(
                 "audio: back after {:.1} s (reconnect {n})",

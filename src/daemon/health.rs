@@ -5,6 +5,8 @@ use serde_json::{Value, json};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::metrics::Counter;
+
 pub(super) const RUNNING: u64 = 0;
 pub(super) const REOPENING: u64 = 1;
 #[cfg_attr(not(feature = "alsa"), allow(dead_code))]
@@ -15,9 +17,9 @@ pub(super) const FAILED: u64 = 2;
 pub struct AudioHealth {
     pub(super) state: AtomicU64,
     /// Times the loop was started again on reopened devices.
-    pub reconnects: AtomicU64,
+    pub(super) reconnects: Counter,
     /// Reopen attempts that failed.
-    pub failed_attempts: AtomicU64,
+    pub(super) failed_attempts: Counter,
     /// When the devices were lost (ns since the shared epoch; 0: not lost).
     pub(super) lost_since_ns: AtomicU64,
     /// Time spent without devices, over the daemon's life (ns; the current loss excluded).
@@ -46,8 +48,8 @@ impl AudioHealth {
         let last_error = self.last_error.lock().ok().and_then(|g| g.clone());
         json!({
             "state": state,
-            "reconnects": self.reconnects.load(Relaxed),
-            "failed_attempts": self.failed_attempts.load(Relaxed),
+            "reconnects": self.reconnects.get(),
+            "failed_attempts": self.failed_attempts.get(),
             "lost_for_s": lost_for.map(|ns| ns as f64 / 1e9),
             "lost_total_s": total as f64 / 1e9,
             "last_error": last_error,
