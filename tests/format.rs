@@ -89,12 +89,40 @@ fn a_file_of_another_format_number_is_refused_with_a_way_out() {
     assert!(Weights::open(&out).is_ok());
 }
 
-/// A format-4 file stores its conv weights packed in PyTorch's column order ([`Layout::Rows`]);
-/// format 5 stores them taps outer ([`Layout::Conv`]). Rewriting a converted Mimi back into
+/// Rearranges an F16P matrix `[rows, cols]` stored in `data` in place: element `(r, c)` of the
+/// result is element `from(r, c)` of the stored one.
+fn rearrange_f16p(
+    data: &mut [u8],
+    rows: usize,
+    cols: usize,
+    from: impl Fn(usize, usize) -> (usize, usize),
+) {
+    use edgecsm::kernels::packed::{float_at, pack_float};
+    let stored: Vec<u16> = data
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let mut out = vec![0u16; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let (sr, sc) = from(r, c);
+            out[r * cols + c] = float_at(&stored, cols, sr, sc);
+        }
+    }
+    for (d, v) in data
+        .chunks_exact_mut(2)
+        .zip(pack_float(&out, rows, cols, 0u16))
+    {
+        d.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// A format-4 file stores its conv weights packed in PyTorch's column order ([`Layout::Rows`])
+/// and its conv-transposes' rows channel-major ([`Layout::ConvTranspose`]); format 5 stores both
+/// taps outer ([`Layout::Conv`], [`Layout::ConvTransposeTaps`]). Rewriting a converted Mimi back into
 /// format 4 must still load, detect the old order, and encode the same audio.
 #[test]
-fn a_format_4_file_with_conv_weights_in_rows_still_encodes_the_same() {
-    use edgecsm::kernels::packed::{float_at, pack_float};
+fn a_format_4_file_with_conv_weights_in_rows_still_codes_the_same() {
     use edgecsm::weights::Layout;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mimi/a");
     let tmp = tempfile::tempdir().unwrap();
@@ -103,6 +131,8 @@ fn a_format_4_file_with_conv_weights_in_rows_still_encodes_the_same() {
     let pcm: Vec<f32> = (0..3840).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
     let new = edgecsm::mimi::Mimi::load(&out).unwrap();
     let want = new.encode_trace(&pcm, 1).unwrap().seanet_out;
+    let codes = new.encode(&pcm, new.num_quantizers()).unwrap();
+    let want_pcm = new.decode(&codes).unwrap();
 
     let file = out.join("model.safetensors");
     let mut bytes = std::fs::read(&file).unwrap();
@@ -110,41 +140,34 @@ fn a_format_4_file_with_conv_weights_in_rows_still_encodes_the_same() {
     let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     let packed = header["__metadata__"]["edgecsm_packed"].as_str().unwrap();
     let mut packed: serde_json::Value = serde_json::from_str(packed).unwrap();
-    let mut convs = 0;
+    let (mut convs, mut transposes) = (0, 0);
     for (name, info) in packed.as_object_mut().unwrap() {
-        if info["layout"] != "conv" {
+        let layout: Layout = serde_json::from_value(info["layout"].clone()).unwrap();
+        if !matches!(layout, Layout::Conv | Layout::ConvTransposeTaps) {
             continue;
         }
         assert_eq!(info["format"], "f16p", "{name}");
         let shape: Vec<usize> = serde_json::from_value(info["shape"].clone()).unwrap();
-        let (rows, c_in, k) = (shape[0], shape[1], shape[2]);
-        let cols = c_in * k;
         let offs: Vec<usize> =
             serde_json::from_value(header[name]["data_offsets"].clone()).unwrap();
         let data = &mut bytes[8 + n + offs[0]..8 + n + offs[1]];
-        let stored: Vec<u16> = data
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .collect();
-        // back to column i * k + j
-        let mut torch = vec![0u16; rows * cols];
-        for r in 0..rows {
-            for i in 0..c_in {
-                for j in 0..k {
-                    torch[r * cols + i * k + j] = float_at(&stored, cols, r, j * c_in + i);
-                }
-            }
+        if layout == Layout::Conv {
+            // column i * k + j from the stored j * in + i
+            let (rows, c_in, k) = (shape[0], shape[1], shape[2]);
+            rearrange_f16p(data, rows, c_in * k, |r, c| (r, (c % k) * c_in + c / k));
+            info["layout"] = serde_json::to_value(Layout::Rows).unwrap();
+            convs += 1;
+        } else {
+            // row o * k + j from the stored j * out + o
+            let (c_in, c_out, k) = (shape[0], shape[1], shape[2]);
+            rearrange_f16p(data, c_out * k, c_in, |r, c| ((r % k) * c_out + r / k, c));
+            info["layout"] = serde_json::to_value(Layout::ConvTranspose).unwrap();
+            transposes += 1;
         }
-        let repacked = pack_float(&torch, rows, cols, 0u16);
-        for (d, v) in data.chunks_exact_mut(2).zip(repacked) {
-            d.copy_from_slice(&v.to_le_bytes());
-        }
-        info["layout"] = serde_json::to_value(Layout::Rows).unwrap();
-        convs += 1;
     }
     assert!(
-        convs > 0,
-        "the converted Mimi has conv weights stored taps outer"
+        convs > 0 && transposes > 0,
+        "the converted Mimi has conv and conv-transpose weights stored taps outer"
     );
     header["__metadata__"]["edgecsm_packed"] = packed.to_string().into();
     header["__metadata__"][FORMAT_VERSION_KEY] = "4".into();
@@ -156,13 +179,16 @@ fn a_format_4_file_with_conv_weights_in_rows_still_encodes_the_same() {
 
     let old = edgecsm::mimi::Mimi::load(&out).unwrap();
     let got = old.encode_trace(&pcm, 1).unwrap().seanet_out;
-    let peak = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(&want)
-        .fold(0f32, |a, (g, w)| a.max((g - w).abs()));
-    assert!(
-        err <= 1e-5 * peak,
-        "max error {err} against a peak of {peak}"
-    );
+    let got_pcm = old.decode(&codes).unwrap();
+    for (what, got, want) in [("encoder", &got, &want), ("decoder", &got_pcm, &want_pcm)] {
+        let peak = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(want)
+            .fold(0f32, |a, (g, w)| a.max((g - w).abs()));
+        assert!(
+            got.len() == want.len() && err <= 1e-5 * peak,
+            "{what}: max error {err} against a peak of {peak}"
+        );
+    }
 }

@@ -308,13 +308,16 @@ fn im2col(s: ConvShape, x: &[f32], g: usize, col: &mut [f32]) {
 }
 
 /// Rearranges a dense PyTorch `ConvTranspose1d` weight `[c_in, c_out, k]` into the `[c_out *
-/// k, c_in]` matrix [`conv_transpose1d`] multiplies by (row `o * k + j`, column `i`): what
-/// `quantize` stores ([`crate::weights::Layout::ConvTranspose`]).
+/// k, c_in]` matrix [`conv_transpose1d`] multiplies by, column `i`: row `j * c_out + o` in
+/// [`ColumnOrder::TapMajor`] (what `quantize` stores, [`crate::weights::Layout::ConvTransposeTaps`]),
+/// row `o * k + j` in [`ColumnOrder::ChannelMajor`] (format 3 and 4 files,
+/// [`crate::weights::Layout::ConvTranspose`]).
 pub fn repack_conv_transpose<T: Copy + Default>(
     w: &[T],
     c_in: usize,
     c_out: usize,
     k: usize,
+    order: ColumnOrder,
 ) -> Vec<T> {
     assert_eq!(
         w.len(),
@@ -325,7 +328,11 @@ pub fn repack_conv_transpose<T: Copy + Default>(
     for i in 0..c_in {
         for o in 0..c_out {
             for j in 0..k {
-                out[(o * k + j) * c_in + i] = w[(i * c_out + o) * k + j];
+                let row = match order {
+                    ColumnOrder::TapMajor => j * c_out + o,
+                    ColumnOrder::ChannelMajor => o * k + j,
+                };
+                out[row * c_in + i] = w[(i * c_out + o) * k + j];
             }
         }
     }
@@ -337,7 +344,8 @@ pub fn repack_conv_transpose<T: Copy + Default>(
 /// `y[t * stride + j * dilation, o] += w[i, o, j] * x[t, i]`, plus `bias[o]` once per output step.
 ///
 /// Dense (`groups == 1`): `w` is the [`repack_conv_transpose`] matrix `[c_out * k, c_in]` (any
-/// format). Depthwise (`groups == c_in == c_out`): `w` is PyTorch's `[c, 1, k]` as an F32 `Mat`
+/// format) in `s.order`; tap-major, each input step's products are `k` whole output steps,
+/// added contiguously. Depthwise (`groups == c_in == c_out`): `w` is PyTorch's `[c, 1, k]` as an F32 `Mat`
 /// of `[c, k]`. Other group counts are not supported (no model here uses them) and panic.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_transpose1d(
@@ -399,8 +407,17 @@ pub fn conv_transpose1d(
         for (t, zrow) in z.chunks_exact(zc).enumerate() {
             for j in 0..kk {
                 let yrow = &mut y[(t * stride + j * dil) * c_out..][..c_out];
-                for (o, yv) in yrow.iter_mut().enumerate() {
-                    *yv += zrow[o * kk + j];
+                match s.order {
+                    ColumnOrder::TapMajor => {
+                        for (yv, zv) in yrow.iter_mut().zip(&zrow[j * c_out..(j + 1) * c_out]) {
+                            *yv += zv;
+                        }
+                    }
+                    ColumnOrder::ChannelMajor => {
+                        for (o, yv) in yrow.iter_mut().enumerate() {
+                            *yv += zrow[o * kk + j];
+                        }
+                    }
                 }
             }
         }
@@ -582,38 +599,41 @@ mod tests {
             ConvShape::new(6, 6, 4, 2).with_groups(6),
             ConvShape::new(5, 5, 3, 1).with_dilation(2).with_groups(5),
         ];
+        let orders = [ColumnOrder::ChannelMajor, ColumnOrder::TapMajor];
         for threads in [1, 2] {
             let pool = Pool::new(threads);
-            for (n, &s) in shapes.iter().enumerate() {
-                let cog = s.c_out / s.groups;
-                let w = rand_vec(s.c_in * cog * s.k, n as u64 + 7);
-                let b = rand_vec(s.c_out, n as u64 + 70);
-                let packed;
-                let m = if s.is_depthwise() {
-                    Mat::F32 {
-                        w: &w,
-                        rows: s.c_out,
-                        cols: s.k,
-                    }
-                } else {
-                    let r = repack_conv_transpose(&w, s.c_in, s.c_out, s.k);
-                    packed = pack_float(&r, s.c_out * s.k, s.c_in, 0.0);
-                    Mat::F32P {
-                        w: &packed,
-                        rows: s.c_out * s.k,
-                        cols: s.c_in,
-                    }
-                };
-                let mut scratch = ConvScratch::new();
-                scratch.reserve_conv_transpose1d(s, 17);
-                for t_in in [0, 1, 2, 9, 17] {
-                    let x = rand_vec(t_in * s.c_in, (n * 100 + t_in) as u64);
-                    let t_out = s.transpose_out_len(t_in);
-                    let mut y = vec![f32::NAN; t_out * s.c_out];
-                    for bias in [None, Some(&b[..])] {
-                        let want = naive_transpose(s, &w, bias, &x);
-                        conv_transpose1d(k, &pool, s, &m, bias, &x, &mut y, &mut scratch);
-                        close(&y, &want, 1e-5, &format!("{s:?} t_in {t_in}"));
+            for (n, s) in shapes.iter().enumerate() {
+                for s in orders.map(|o| s.with_order(o)) {
+                    let cog = s.c_out / s.groups;
+                    let w = rand_vec(s.c_in * cog * s.k, n as u64 + 7);
+                    let b = rand_vec(s.c_out, n as u64 + 70);
+                    let packed;
+                    let m = if s.is_depthwise() {
+                        Mat::F32 {
+                            w: &w,
+                            rows: s.c_out,
+                            cols: s.k,
+                        }
+                    } else {
+                        let r = repack_conv_transpose(&w, s.c_in, s.c_out, s.k, s.order);
+                        packed = pack_float(&r, s.c_out * s.k, s.c_in, 0.0);
+                        Mat::F32P {
+                            w: &packed,
+                            rows: s.c_out * s.k,
+                            cols: s.c_in,
+                        }
+                    };
+                    let mut scratch = ConvScratch::new();
+                    scratch.reserve_conv_transpose1d(s, 17);
+                    for t_in in [0, 1, 2, 9, 17] {
+                        let x = rand_vec(t_in * s.c_in, (n * 100 + t_in) as u64);
+                        let t_out = s.transpose_out_len(t_in);
+                        let mut y = vec![f32::NAN; t_out * s.c_out];
+                        for bias in [None, Some(&b[..])] {
+                            let want = naive_transpose(s, &w, bias, &x);
+                            conv_transpose1d(k, &pool, s, &m, bias, &x, &mut y, &mut scratch);
+                            close(&y, &want, 1e-5, &format!("{s:?} t_in {t_in}"));
+                        }
                     }
                 }
             }

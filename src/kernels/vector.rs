@@ -7,8 +7,8 @@
 //! reassociation: independent partial sums, no reliance on fast-math). That body is the scalar
 //! reference. The crate is built for the baseline of its target: on aarch64 that includes
 //! NEON, so the reference already runs 4 lanes wide; on x86_64 the baseline is SSE2, so the
-//! x86 sets compile the same bodies again inside `#[target_feature(enable = "avx2,fma")]`
-//! wrappers, 8 lanes wide (the attention loops ran at half speed in SSE2 code, a tenth of
+//! x86 sets compile the same bodies again inside `#[target_feature]` wrappers, 8 lanes wide
+//! (AVX2) or 16 (AVX-512) (the attention loops ran at half speed in SSE2 code, a tenth of
 //! Mimi's streaming time). Because the bodies fix their order of additions and Rust never
 //! fuses a multiply and an add by itself, the twins give the reference's bits exactly
 //! (tested below).
@@ -47,101 +47,80 @@ pub(crate) const PORTABLE: VectorOps = VectorOps {
     weighted_sum: attention::block_weighted_sum,
 };
 
+/// `twins!(module, "features", CONST, "doc")`: the bodies compiled again with `features`
+/// enabled, as module `module`, and their table `CONST`.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    // SAFETY (every function here): the caller has checked that the CPU has AVX2 and FMA (a
-    // `Kernels` of an x86 SIMD set); the bodies are safe Rust.
-    use super::{act, attention};
+macro_rules! twins {
+    ($m:ident, $features:literal, $table:ident, $doc:literal) => {
+        mod $m {
+            // SAFETY (every function here): only reached through the table below, which
+            // `Kernels::new` installs for a CPU it has checked has these features; the bodies
+            // are safe Rust.
+            use super::{act, attention};
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn elu(x: &mut [f32]) {
-        act::elu(x)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn elu(x: &mut [f32]) {
+                act::elu(x)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn gelu(x: &mut [f32]) {
-        act::gelu(x)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn gelu(x: &mut [f32]) {
+                act::gelu(x)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn softmax(x: &mut [f32]) {
-        act::softmax(x)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn softmax(x: &mut [f32]) {
+                act::softmax(x)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
-        act::silu_mul(gate, up)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+                act::silu_mul(gate, up)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn scores(q: &[&[f32]], keys: &[f32], ld: usize, scale: f32, s: &mut [f32]) {
-        attention::block_scores(q, keys, ld, scale, s)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn scores(
+                q: &[&[f32]],
+                keys: &[f32],
+                ld: usize,
+                scale: f32,
+                s: &mut [f32],
+            ) {
+                attention::block_scores(q, keys, ld, scale, s)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weighted_sum(p: &[f32], values: &[f32], ld: usize, o: &mut [&mut [f32]]) {
-        attention::block_weighted_sum(p, values, ld, o)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn weighted_sum(
+                p: &[f32],
+                values: &[f32],
+                ld: usize,
+                o: &mut [&mut [f32]],
+            ) {
+                attention::block_weighted_sum(p, values, ld, o)
+            }
+        }
+
+        #[doc = $doc]
+        pub(crate) const $table: VectorOps = VectorOps {
+            elu: $m::elu,
+            gelu: $m::gelu,
+            softmax: $m::softmax,
+            silu_mul: $m::silu_mul,
+            scores: $m::scores,
+            weighted_sum: $m::weighted_sum,
+        };
+    };
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    // SAFETY (every function here): the caller has checked that the CPU has AVX-512 (a `Kernels`
-    // of the AVX-512 set); the bodies are safe Rust.
-    use super::{act, attention};
-
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
-    pub(super) unsafe fn elu(x: &mut [f32]) {
-        act::elu(x)
-    }
-
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
-    pub(super) unsafe fn gelu(x: &mut [f32]) {
-        act::gelu(x)
-    }
-
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
-    pub(super) unsafe fn softmax(x: &mut [f32]) {
-        act::softmax(x)
-    }
-
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
-    pub(super) unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
-        act::silu_mul(gate, up)
-    }
-
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
-    pub(super) unsafe fn scores(q: &[&[f32]], keys: &[f32], ld: usize, scale: f32, s: &mut [f32]) {
-        attention::block_scores(q, keys, ld, scale, s)
-    }
-
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
-    pub(super) unsafe fn weighted_sum(p: &[f32], values: &[f32], ld: usize, o: &mut [&mut [f32]]) {
-        attention::block_weighted_sum(p, values, ld, o)
-    }
-}
-
-/// The x86 SIMD sets' twins (AVX2 + FMA).
+twins!(avx2, "avx2,fma", AVX2, "The AVX2 set's twins (8 lanes).");
 #[cfg(target_arch = "x86_64")]
-pub(crate) const AVX2: VectorOps = VectorOps {
-    elu: avx2::elu,
-    gelu: avx2::gelu,
-    softmax: avx2::softmax,
-    silu_mul: avx2::silu_mul,
-    scores: avx2::scores,
-    weighted_sum: avx2::weighted_sum,
-};
-
-/// The AVX-512 set's twins (16 lanes).
-#[cfg(target_arch = "x86_64")]
-pub(crate) const AVX512: VectorOps = VectorOps {
-    elu: avx512::elu,
-    gelu: avx512::gelu,
-    softmax: avx512::softmax,
-    silu_mul: avx512::silu_mul,
-    scores: avx512::scores,
-    weighted_sum: avx512::weighted_sum,
-};
+twins!(
+    avx512,
+    "avx2,fma,avx512f,avx512vl,avx512dq",
+    AVX512,
+    "The AVX-512 set's twins (16 lanes)."
+);
 
 #[cfg(test)]
 mod tests {

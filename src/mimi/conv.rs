@@ -265,13 +265,20 @@ impl ConvTransposeState {
 
 impl CausalConvTranspose {
     /// Loads a dense `ConvTranspose1d` `{name}.weight` (`[c_in, c_out, k]`, as the packed
-    /// `[c_out * k, c_in]` matrix the product reads: [`Layout::ConvTranspose`]) and, if `bias`,
-    /// `{name}.bias`.
+    /// `[c_out * k, c_in]` matrix the product reads: taps outer, [`Layout::ConvTransposeTaps`],
+    /// or in a file of format 3 or 4 [`Layout::ConvTranspose`]; `shape.order` is replaced by
+    /// the one found) and, if `bias`, `{name}.bias`.
     pub fn load_dense(w: &Weights, name: &str, shape: ConvShape, bias: bool) -> Result<Self> {
         let wname = format!("{name}.weight");
         let (c_in, c_out, k) = (shape.c_in, shape.c_out, shape.k);
+        let (layout, order) = if w.packed_layout(&wname) == Some(Layout::ConvTranspose) {
+            (Layout::ConvTranspose, ColumnOrder::ChannelMajor)
+        } else {
+            (Layout::ConvTransposeTaps, ColumnOrder::TapMajor)
+        };
+        let shape = shape.with_order(order);
         let mat = w
-            .packed_matrices(&wname, &[c_in, c_out, k], Layout::ConvTranspose)?
+            .packed_matrices(&wname, &[c_in, c_out, k], layout)?
             .pop()
             .ok_or_else(|| Error::bad_tensor(&wname, "no matrix"))?;
         let b = if bias {

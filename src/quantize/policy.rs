@@ -25,7 +25,7 @@
 //!
 //! "As is" keeps F32 and F16 and turns BF16 into F32. Product weights are stored **packed**
 //! ([`crate::kernels::packed`]) in the arrangement the kernels read ([`Layout`]): a conv-
-//! transpose `[in, out, k]` (named by the model's config, see [`Roles`]) as `[out * k, in]`,
+//! transpose `[in, out, k]` (named by the model's config, see [`Roles`]) as `[k * out, in]`,
 //! a conv `[out, in, k]` with `k > 1` as `[out, k * in]` with the taps outer ([`Layout::Conv`]),
 //! CSM's `codebooks_head` `[n, hidden, vocab]` as `n` matrices `[vocab, hidden]`, everything
 //! else as `[first dim, the rest]`; so loading is a zero-copy memory map and nothing is
@@ -342,7 +342,7 @@ pub fn plan(
         return Target::F16;
     }
     let layout = if roles.conv_transposes.contains(name) && shape.len() == 3 {
-        Layout::ConvTranspose
+        Layout::ConvTransposeTaps
     } else if name.ends_with("codebooks_head.weight") && shape.len() == 3 {
         Layout::Transposed
     } else if shape.len() == 3 && shape[2] > 1 {
@@ -355,7 +355,7 @@ pub fn plan(
     let linear = match layout {
         Layout::Rows => shape.len() == 2 && shape[1] >= 32,
         Layout::Transposed => shape[1] >= 32,
-        Layout::ConvTranspose | Layout::Conv => false,
+        Layout::ConvTranspose | Layout::ConvTransposeTaps | Layout::Conv => false,
     } && !name.contains("norm")
         && !name.contains("scale");
     let format = match precision {
@@ -539,7 +539,7 @@ mod tests {
                 &[],
                 &roles
             ),
-            Target::Packed(PackedFormat::F16P, Layout::ConvTranspose)
+            Target::Packed(PackedFormat::F16P, Layout::ConvTransposeTaps)
         );
         let dw = "codec_model.upsample.conv.weight";
         assert_eq!(

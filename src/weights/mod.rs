@@ -62,8 +62,10 @@ pub const FORMAT_VERSION_KEY: &str = "edgecsm_version";
 /// 4: as 3, with the 4-bit packed format Q4P ([`crate::kernels::packed`]) among them. A format-3
 ///    file is read as it is (it is a format-4 file without Q4P tensors).
 /// 5: as 4, with the convolution weights' columns in tap-major order ([`Layout::Conv`]), so a
-///    convolution reads its input windows in place. Format 3 and 4 files are read as they are:
-///    their conv weights record [`Layout::Rows`] and run through the gathering path.
+///    convolution reads its input windows in place, and the conv-transposes' rows too
+///    ([`Layout::ConvTransposeTaps`]), so their overlap-add is contiguous. Format 3 and 4
+///    files are read as they are: their weights record [`Layout::Rows`] and
+///    [`Layout::ConvTranspose`] and run through the channel-major paths.
 pub const FORMAT_VERSION: u32 = 5;
 /// The oldest on-disk format this build reads.
 pub const FORMAT_VERSION_MIN: u32 = 3;
@@ -85,6 +87,10 @@ pub enum Layout {
     /// `shape = [in, out, k]` (`ConvTranspose1d`): one matrix `[out * k, in]`, row `o * k + j`
     /// column `i` = `w[i, o, j]` (see [`crate::kernels::conv::repack_conv_transpose`]).
     ConvTranspose,
+    /// `shape = [in, out, k]` (`ConvTranspose1d`): one matrix `[k * out, in]`, row `j * out + o`
+    /// column `i` = `w[i, o, j]` (the taps one after the other:
+    /// [`crate::kernels::conv::ColumnOrder::TapMajor`]; format 5).
+    ConvTransposeTaps,
     /// `shape = [out, in, k]` (`Conv1d`, `in` per group): one matrix `[out, k * in]`, row `o`
     /// column `j * in + i` = `w[o, i, j]` (the taps one after the other:
     /// [`crate::kernels::conv::ColumnOrder::TapMajor`]).
@@ -99,7 +105,9 @@ impl Layout {
             (Layout::Rows, [rows, rest @ ..]) => Some((1, *rows, prod(rest)?)),
             (Layout::Transposed, [n, a, b]) => Some((*n, *b, *a)),
             (Layout::Transposed, [a, b]) => Some((1, *b, *a)),
-            (Layout::ConvTranspose, [i, o, k]) => Some((1, o.checked_mul(*k)?, *i)),
+            (Layout::ConvTranspose | Layout::ConvTransposeTaps, [i, o, k]) => {
+                Some((1, o.checked_mul(*k)?, *i))
+            }
             (Layout::Conv, [o, i, k]) => Some((1, *o, i.checked_mul(*k)?)),
             _ => None,
         }
@@ -119,7 +127,12 @@ impl Layout {
                 out
             }
             (Layout::ConvTranspose, &[i, o, k]) => {
-                crate::kernels::conv::repack_conv_transpose(v, i, o, k)
+                let order = crate::kernels::conv::ColumnOrder::ChannelMajor;
+                crate::kernels::conv::repack_conv_transpose(v, i, o, k, order)
+            }
+            (Layout::ConvTransposeTaps, &[i, o, k]) => {
+                let order = crate::kernels::conv::ColumnOrder::TapMajor;
+                crate::kernels::conv::repack_conv_transpose(v, i, o, k, order)
             }
             (Layout::Conv, &[_, i, k]) => {
                 let mut out = v.to_vec();
