@@ -189,6 +189,34 @@ impl ConvScratch {
     }
 }
 
+/// The `(rows, cols)` of a depthwise layer's F32 table: `[c, k]` channel-major (PyTorch's
+/// `[c, 1, k]`), `[k, c]` tap-major (each tap's weights contiguous, as the loop reads them);
+/// `None` for other layers.
+fn depthwise_table(s: ConvShape) -> Option<(usize, usize)> {
+    s.is_depthwise().then_some(match s.order {
+        ColumnOrder::ChannelMajor => (s.c_out, s.k),
+        ColumnOrder::TapMajor => (s.k, s.c_out),
+    })
+}
+
+/// `y[c] += w[c, tap j] * x[c]` for every channel of a depthwise layer.
+#[inline]
+fn depthwise_tap(s: ConvShape, wf: &[f32], j: usize, x: &[f32], y: &mut [f32]) {
+    match s.order {
+        ColumnOrder::TapMajor => {
+            let wj = &wf[j * y.len()..(j + 1) * y.len()];
+            for ((yv, xv), wv) in y.iter_mut().zip(x).zip(wj) {
+                *yv += wv * xv;
+            }
+        }
+        ColumnOrder::ChannelMajor => {
+            for (c, (yv, xv)) in y.iter_mut().zip(x).enumerate() {
+                *yv += wf[c * s.k + j] * xv;
+            }
+        }
+    }
+}
+
 fn f32_weights<'a>(w: &Mat<'a>, what: &str) -> &'a [f32] {
     match *w {
         Mat::F32 { w, .. } => w,
@@ -227,12 +255,12 @@ pub fn conv1d(
     let cig = s.c_in / s.groups;
     let cog = s.c_out / s.groups;
     let cols = cig * s.k;
+    let (wr, wc) = depthwise_table(s).unwrap_or((s.c_out, cols));
     assert!(
-        w.rows() == s.c_out && w.cols() == cols,
-        "conv1d: weight is [{}, {}], shape {s:?} needs [{}, {cols}]",
+        w.rows() == wr && w.cols() == wc,
+        "conv1d: weight is [{}, {}], shape {s:?} needs [{wr}, {wc}]",
         w.rows(),
         w.cols(),
-        s.c_out
     );
     assert!(
         x.len().is_multiple_of(s.c_in),
@@ -257,9 +285,7 @@ pub fn conv1d(
             yrow.fill(0.0);
             for j in 0..kk {
                 let xrow = &x[(t * stride + j * dil) * c_in..][..c_in];
-                for (c, (yv, xv)) in yrow.iter_mut().zip(xrow).enumerate() {
-                    *yv += wf[c * kk + j] * xv;
-                }
+                depthwise_tap(s, wf, j, xrow, yrow);
             }
         }
     } else if s.reads_in_place() {
@@ -364,11 +390,7 @@ pub fn conv_transpose1d(
         "conv_transpose1d: only dense or depthwise, not {s:?}"
     );
     let (c_in, c_out, kk, stride, dil) = (s.c_in, s.c_out, s.k, s.stride, s.dilation);
-    let (wr, wc) = if s.is_depthwise() {
-        (c_out, kk)
-    } else {
-        (c_out * kk, c_in)
-    };
+    let (wr, wc) = depthwise_table(s).unwrap_or((c_out * kk, c_in));
     assert!(
         w.rows() == wr && w.cols() == wc,
         "conv_transpose1d: weight is [{}, {}], shape {s:?} needs [{wr}, {wc}]",
@@ -395,9 +417,7 @@ pub fn conv_transpose1d(
         for (t, xrow) in x.chunks_exact(c_in).enumerate() {
             for j in 0..kk {
                 let yrow = &mut y[(t * stride + j * dil) * c_out..][..c_out];
-                for (c, (yv, xv)) in yrow.iter_mut().zip(xrow).enumerate() {
-                    *yv += wf[c * kk + j] * xv;
-                }
+                depthwise_tap(s, wf, j, xrow, yrow);
             }
         }
     } else {
@@ -515,6 +535,7 @@ mod tests {
                     // `w` in PyTorch's order for the reference, `wo` in the shape's order
                     let w = rand_vec(s.c_out * cols, n as u64 + 1);
                     let wo = in_order(s, &w);
+                    let wd = depthwise_in_order(s, &w);
                     let b = rand_vec(s.c_out, n as u64 + 100);
                     let mut scratch = ConvScratch::new();
                     scratch.reserve_conv1d(s, 40);
@@ -527,11 +548,8 @@ mod tests {
                         let mut y = vec![f32::NAN; t_out * s.c_out];
                         let packed = pack_float(&wo, s.c_out, cols, 0.0);
                         let m = if s.is_depthwise() {
-                            Mat::F32 {
-                                w: &w,
-                                rows: s.c_out,
-                                cols,
-                            }
+                            let (rows, cols) = depthwise_table(s).unwrap();
+                            Mat::F32 { w: &wd, rows, cols }
                         } else {
                             Mat::F32P {
                                 w: &packed,
@@ -563,6 +581,16 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A depthwise layer's PyTorch-order weights `[c, k]` as its table in `s.order`.
+    fn depthwise_in_order(s: ConvShape, w: &[f32]) -> Vec<f32> {
+        match s.order {
+            ColumnOrder::ChannelMajor => w.to_vec(),
+            ColumnOrder::TapMajor => (0..w.len())
+                .map(|e| w[(e % s.c_out) * s.k + e / s.c_out])
+                .collect(),
         }
     }
 
@@ -606,14 +634,12 @@ mod tests {
                 for s in orders.map(|o| s.with_order(o)) {
                     let cog = s.c_out / s.groups;
                     let w = rand_vec(s.c_in * cog * s.k, n as u64 + 7);
+                    let wd = depthwise_in_order(s, &w);
                     let b = rand_vec(s.c_out, n as u64 + 70);
                     let packed;
                     let m = if s.is_depthwise() {
-                        Mat::F32 {
-                            w: &w,
-                            rows: s.c_out,
-                            cols: s.k,
-                        }
+                        let (rows, cols) = depthwise_table(s).unwrap();
+                        Mat::F32 { w: &wd, rows, cols }
                     } else {
                         let r = repack_conv_transpose(&w, s.c_in, s.c_out, s.k, s.order);
                         packed = pack_float(&r, s.c_out * s.k, s.c_in, 0.0);

@@ -66,11 +66,9 @@ impl CausalConv {
         let wname = format!("{name}.weight");
         let wshape = [shape.c_out, shape.c_in / shape.groups, shape.k];
         let (weight, shape) = if shape.is_depthwise() {
-            let full = format!("{}{wname}", w.prefix());
-            let v = w.vector(&wname, &wshape)?.into_vec();
-            let m = WeightMatrix::from_f32(full, shape.c_out, shape.k, v)
-                .expect("[c, 1, k] has c * k values");
-            (m, shape)
+            let v = w.vector(&wname, &wshape)?;
+            let m = depthwise_taps(w, &wname, shape, &v);
+            (m, shape.with_order(ColumnOrder::TapMajor))
         } else if w.packed_layout(&wname) == Some(Layout::Rows) {
             let m = w.linear(&wname, &wshape)?;
             (m, shape.with_order(ColumnOrder::ChannelMajor))
@@ -289,14 +287,14 @@ impl CausalConvTranspose {
         Self::new(shape, mat, b)
     }
 
-    /// Loads a depthwise `ConvTranspose1d` `{name}.weight` (`[c, 1, k]`, kept F32), no bias.
+    /// Loads a depthwise `ConvTranspose1d` `{name}.weight` (`[c, 1, k]`, kept F32, taps outer),
+    /// no bias.
     pub fn load_depthwise(w: &Weights, name: &str, shape: ConvShape) -> Result<Self> {
         let wname = format!("{name}.weight");
         let (c, k) = (shape.c_in, shape.k);
-        let stored = w.vector(&wname, &[c, 1, k])?.into_vec();
-        let full = format!("{}{wname}", w.prefix());
-        let mat = WeightMatrix::from_f32(full, c, k, stored).expect("[c, 1, k] has c * k values");
-        Self::new(shape, mat, None)
+        let stored = w.vector(&wname, &[c, 1, k])?;
+        let mat = depthwise_taps(w, &wname, shape, &stored);
+        Self::new(shape.with_order(ColumnOrder::TapMajor), mat, None)
     }
 
     fn new(shape: ConvShape, w: WeightMatrix, b: Option<F32Tensor>) -> Result<Self> {
@@ -375,4 +373,18 @@ impl CausalConvTranspose {
         }
         n * s.stride
     }
+}
+
+/// A depthwise layer's `[c, 1, k]` weights `v` as the F32 `[k, c]` table the tap-major loop
+/// reads (a copy made at load; these tables are a few KB).
+fn depthwise_taps(w: &Weights, wname: &str, shape: ConvShape, v: &[f32]) -> WeightMatrix {
+    let (c, k) = (shape.c_out, shape.k);
+    let mut t = vec![0f32; c * k];
+    for (ch, row) in v.chunks_exact(k).enumerate() {
+        for (j, &x) in row.iter().enumerate() {
+            t[j * c + ch] = x;
+        }
+    }
+    let full = format!("{}{wname}", w.prefix());
+    WeightMatrix::from_f32(full, k, c, t).expect("[c, 1, k] has c * k values")
 }
