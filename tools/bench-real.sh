@@ -71,9 +71,11 @@ trap cleanup EXIT
 echo "== build" >&2
 (cd "$ROOT" && cargo build --release --quiet)
 
-model() { # preset dtype -> dir (made if missing or stale; same stamp as the benches use)
+# the on-disk format this build writes: a model made by an older build is made again
+FORMAT=$(sed -n 's/^pub const FORMAT_VERSION: u32 = \([0-9]*\);/\1/p' "$ROOT/src/weights/mod.rs")
+model() { # preset dtype -> dir (made if missing or of another format, as the benches do)
   local dir="$MODELS/$1-$2"
-  if ! [ -f "$dir/synth.stamp" ]; then
+  if ! grep -q "format $FORMAT\$" "$dir/synth.stamp" 2>/dev/null; then
     rm -rf "$dir"
     mkdir -p "$MODELS"
     echo "== making the synthetic $1 ($2) in $dir" >&2

@@ -386,10 +386,10 @@ pub fn run(threads: usize, a: GenerateArgs) -> Result<String> {
     )?;
     let timing = match (marks.first(), marks.last()) {
         (Some(first), Some(last)) if marks.len() > 1 => format!(
-            "; first frame after {first:.2} s, then {:.0} ms per frame",
+            "; first frame after {first:.3} s, then {:.0} ms per frame",
             (last - first) / (marks.len() - 1) as f64 * 1e3
         ),
-        (Some(first), _) => format!("; first frame after {first:.2} s"),
+        (Some(first), _) => format!("; first frame after {first:.3} s"),
         _ => String::new(),
     };
     let rows: Vec<Vec<u32>> = (0..n)
