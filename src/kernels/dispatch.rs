@@ -117,6 +117,8 @@ type QuantQ8 = unsafe fn(&[f32], &mut [i8], &mut [f32]);
 pub struct Kernels {
     set: KernelSet,
     gemm: [&'static GemmKernel; PackedFormat::ALL.len()],
+    /// The microkernels for one-token products (the decode step's matrix-vector products).
+    gemv: [&'static GemmKernel; PackedFormat::ALL.len()],
     quant_q8: QuantQ8,
     vector: VectorOps,
 }
@@ -159,9 +161,19 @@ impl Kernels {
             KernelSet::Avx512Vnni => vector::AVX512,
             _ => vector::PORTABLE,
         };
+        // One token: the AVX-512 set's 16-row tiles stream their weights slower than the AVX2
+        // set's 8-row ones (`cargo bench --bench kernels` with each set forced: Q8 2048x2048
+        // from DRAM at 24.6 against 36.5 GB/s, F32 525 against 454 us; the csm-1b q8 frame
+        // 173-183 against 137-143 ms), while many tokens are faster on its tiles. So its
+        // one-token products use the AVX2 microkernels, which this CPU also runs.
+        let gemv_set = match set {
+            KernelSet::Avx512Vnni => KernelSet::Avx2,
+            s => s,
+        };
         Ok(Kernels {
             set,
             gemm: PackedFormat::ALL.map(|f| gemm::select(set, f)),
+            gemv: PackedFormat::ALL.map(|f| gemm::select(gemv_set, f)),
             quant_q8,
             vector,
         })
@@ -196,9 +208,19 @@ impl Kernels {
         self.set
     }
 
-    /// The microkernel this set uses for `format`.
+    /// The microkernel this set uses for `format` in products of several tokens.
     pub fn gemm(&self, format: PackedFormat) -> &'static GemmKernel {
         self.gemm[format as usize]
+    }
+
+    /// The microkernel for a product of `n` tokens of `format` (see [`Kernels::new`]: on the
+    /// AVX-512 set one token takes the AVX2 microkernel).
+    pub fn gemm_for(&self, format: PackedFormat, n: usize) -> &'static GemmKernel {
+        if n == 1 {
+            self.gemv[format as usize]
+        } else {
+            self.gemm[format as usize]
+        }
     }
 
     /// Quantizes one activation vector `x` into `blocks(x.len())` Q8 blocks.
@@ -255,5 +277,27 @@ impl Kernels {
     pub fn weighted_sum(&self, p: &[f32], values: &[f32], ld: usize, outs: &mut [&mut [f32]]) {
         // SAFETY: the table was built for a CPU with this set's features.
         unsafe { (self.vector.weighted_sum)(p, values, ld, outs) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_token_products_take_the_measured_faster_tiles() {
+        for set in KernelSet::available() {
+            let k = Kernels::new(set).unwrap();
+            for f in PackedFormat::ALL {
+                let (one, many) = (k.gemm_for(f, 1), k.gemm_for(f, 2));
+                assert_eq!(many.set, set, "{set:?} {f:?}");
+                let want = if set == KernelSet::Avx512Vnni {
+                    KernelSet::Avx2
+                } else {
+                    set
+                };
+                assert_eq!((one.set, one.format), (want, f), "{set:?} {f:?}");
+            }
+        }
     }
 }

@@ -310,7 +310,7 @@ impl Plan {
                     f.name()
                 ),
             };
-        let kern = k.gemm(format);
+        let kern = k.gemm_for(format, n);
         let panel_len = format.panel_len(cols);
         let tiles = rows.div_ceil(kern.mr);
         let tile_bytes = (kern.mr / PANEL) * panel_len * elem;
