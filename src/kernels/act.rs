@@ -26,8 +26,8 @@ fn expm1_nonpos(x: f32) -> f32 {
 }
 
 /// `exp(x)` for `x <= 0` (0 below -87.3, where it would be subnormal; any positive input gives
-/// 1), without calls or branches, within about 2 ulp: `2^n + 2^n expm1(r)` as in
-/// [`expm1_nonpos`].
+/// 1), without calls or branches, within about 2 ulp: `2^n + 2^n expm1(r)` as in the ELU's
+/// `expm1_nonpos`.
 #[inline(always)]
 pub fn exp_nonpos(x: f32) -> f32 {
     let c = if x < -87.3 { -87.3 } else { x };

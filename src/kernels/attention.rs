@@ -8,8 +8,11 @@
 //! key a query may see has been overwritten and panics if so (the capacity was sized wrong).
 //!
 //! Query head `h` reads KV head `h / (n_heads / n_kv_heads)` (transformers' `repeat_kv`).
-//! Scores are scaled by `1 / sqrt(head_dim)` and soft-maxed in f32. Work is split over heads on
-//! the [`Pool`]; the dot products are plain loops the compiler vectorizes.
+//! Scores are scaled by `1 / sqrt(head_dim)` and soft-maxed in f32. Work is split over KV heads
+//! on the [`Pool`]; a KV head's query rows (the steps of a chunk times the query heads of its
+//! group) go in blocks of four that share each key and value read. The inner loops (the block
+//! scores and weighted sums, the softmax) are the kernel set's row operations
+//! (`super::vector`).
 
 use super::dispatch::Kernels;
 use super::pool::{Pool, SyncPtr};
@@ -238,7 +241,7 @@ impl KvCache {
     }
 }
 
-/// Score buffers for [`KvCache::attend`]: [`QB`] rows of `capacity` per KV head.
+/// Score buffers for [`KvCache::attend`]: four rows of `capacity` per query head.
 #[derive(Debug)]
 pub struct AttnScratch {
     n_heads: usize,

@@ -168,7 +168,7 @@ impl Pool {
     /// Runs `f(part)` for every part in `0..parts` and returns when all are done (see the
     /// module docs). Parts run in any order, on any thread, each exactly once. On a machine
     /// where the workers do not get a core, jobs run on the caller alone for a while (see
-    /// [`Pool::account`]).
+    /// `Pool::account`).
     pub fn run(&self, parts: usize, f: &(dyn Fn(usize) + Sync)) {
         if parts == 0 {
             return;

@@ -18,7 +18,7 @@
 //! A single frame multiplies one vector by every codebook, so it is bound by reading the
 //! codebooks (64 MB of f32 at the kyutai/mimi size, far beyond the caches). It therefore
 //! searches a Q8 copy first (a quarter of the bytes) and re-scores in f32 only the codewords
-//! whose Q8 score is within a proven error bound of the best (see [`Codebook::search`]): the
+//! whose Q8 score is within a proven error bound of the best (see `Codebook::search`): the
 //! result is the codeword the f32 search picks, not an approximation of it.
 
 use super::MimiConfig;
