@@ -7,7 +7,9 @@
 //! 1. the read floor of this machine (a plain wide read of a buffer several times the LLC);
 //! 2. per format and thread count: time to ready (load from a warm page cache), prefill
 //!    tokens/s (difference of a 31- and a 95-token prompt), time to first frame (20-token
-//!    prompt: prefill + first frame + its Mimi decode), then per generated frame the time of
+//!    prompt: prefill + first frame + its Mimi decode) with its projection on each board (the
+//!    prompt's multiply-adds at the board's estimated int8 peak plus the frame's bytes at its
+//!    streaming bandwidth: a floor), then per generated frame the time of
 //!    the backbone step, the codebook-0 head, the depth decoder's passes, its heads, sampling
 //!    and the streaming Mimi decode, with the weight bytes each reads and the GB/s that makes;
 //!    on one thread also the **sum of the frame's parts**: every matrix-vector product of a
@@ -237,8 +239,19 @@ fn section(dir: &Path, dtype: SynthDtype, threads: usize, s: &Settings, floor_gb
     let dec_bytes = models::codec_decoder_bytes(dir);
     let dec_s = mean(&r.decode_s);
     println!(
-        "time to first frame (20-token prompt: prefill + frame + its decode): {:.0} ms",
+        "time to first frame (20-token prompt: prefill + frame + its decode): {:.0} ms; \
+         projected (a floor):",
         r.first_frame_s * 1e3
+    );
+    let backbone_macs: usize = csm
+        .frame_products()
+        .iter()
+        .filter(|(part, _)| *part == FramePart::Backbone)
+        .map(|(_, m)| m.rows() * m.cols())
+        .sum();
+    boards::print_first_frame(
+        20.0 * backbone_macs as f64,
+        (bytes.total() + dec_bytes) as f64,
     );
     let per_frame_ns = |ns: u64, per: f64| ns as f64 * 1e-9 / per;
     let rows: [(&str, f64, usize); 6] = [

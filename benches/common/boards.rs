@@ -14,6 +14,9 @@ pub struct Board {
     pub copy_1t_gbs: f64,
     pub stream_gbs: f64,
     pub basis: String,
+    /// int8 multiply-adds per second of all cores, G (an issue-rate estimate).
+    pub int8_gmacs: f64,
+    pub int8_basis: String,
     pub sources: Vec<String>,
 }
 
@@ -53,6 +56,25 @@ pub fn print_projection(what: &str, bytes: f64, frame_secs: f64) {
             } else {
                 ""
             }
+        );
+    }
+}
+
+/// One line per board: the time to first frame projected as the prompt's `prefill_macs` at the
+/// board's int8 peak (a prefill is compute-bound) plus one frame's `frame_bytes` at its
+/// streaming bandwidth: a floor, not a measurement.
+pub fn print_first_frame(prefill_macs: f64, frame_bytes: f64) {
+    for b in load() {
+        let prefill = prefill_macs / (b.int8_gmacs * 1e9);
+        let frame = seconds(&b, frame_bytes);
+        println!(
+            "  {:<18} {:>7.0} ms (prefill {:.0} ms at {:.0} G int8 MAC/s, estimated peak; first \
+             frame {:.0} ms)",
+            b.name,
+            (prefill + frame) * 1e3,
+            prefill * 1e3,
+            b.int8_gmacs,
+            frame * 1e3
         );
     }
 }
