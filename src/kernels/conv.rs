@@ -21,7 +21,10 @@ use super::matmul::{Mat, QScratch, matmul, matmul_strided};
 use super::pool::Pool;
 use super::q8::{QK, blocks};
 
-/// The order of the columns of a [`conv1d`] weight row, `(c_in / groups) * k` of them.
+/// The order of the columns of a [`conv1d`] weight row, `(c_in / groups) * k` of them. The same
+/// choice orders the rows of a dense [`conv_transpose1d`] weight (`j * c_out + o` tap-major,
+/// `o * k + j` channel-major, see [`repack_conv_transpose`]) and a depthwise layer's F32 table
+/// (`[k, c]` tap-major, PyTorch's `[c, k]` channel-major).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColumnOrder {
     /// Column `i * k + j` holds input channel `i` at tap `j`: PyTorch's `[c_out, c_in, k]`
