@@ -161,11 +161,12 @@ impl Kernels {
             KernelSet::Avx512Vnni => vector::AVX512,
             _ => vector::PORTABLE,
         };
-        // One token: the AVX-512 set's 16-row tiles stream their weights slower than the AVX2
-        // set's 8-row ones (`cargo bench --bench kernels` with each set forced: Q8 2048x2048
-        // from DRAM at 24.6 against 36.5 GB/s, F32 525 against 454 us; the csm-1b q8 frame
-        // 173-183 against 137-143 ms), while many tokens are faster on its tiles. So its
-        // one-token products use the AVX2 microkernels, which this CPU also runs.
+        // One token: the AVX-512 set's tiles (16 rows for Q8P/Q4P, 32 for F32P/F16P) stream
+        // their weights slower than the AVX2 set's (8 and 16 rows): `cargo bench --bench
+        // kernels` with each set forced, Q8 2048x2048 from DRAM at 24.6 against 36.5 GB/s, F32
+        // 525 against 454 us; the csm-1b q8 frame 173-183 against 137-143 ms. Many tokens are
+        // faster on its tiles. So its one-token products use the AVX2 microkernels, which this
+        // CPU also runs.
         let gemv_set = match set {
             KernelSet::Avx512Vnni => KernelSet::Avx2,
             s => s,
