@@ -12,8 +12,10 @@
 #![cfg(feature = "alsa")]
 
 mod alsa_common;
+mod serve_common;
 
 use serde_json::{Value, json};
+use serve_common::wait_for;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -195,17 +197,6 @@ fn voice(seconds: f32) -> Vec<f32> {
         .collect();
     v.extend(std::iter::repeat_n(0.0, 4800));
     v
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn status(c: &mut Client) -> Value {
