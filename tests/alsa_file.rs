@@ -7,8 +7,8 @@
 
 mod common;
 
+use edgecsm::audio::f32_to_s16;
 use edgecsm::mimi::Mimi;
-use edgecsm::stream::alsa_pcm::f32_to_s16;
 use edgecsm::stream::{AlsaCapture, AlsaPlayback, StreamConfig};
 use std::path::Path;
 use std::process::{Command, Output};

@@ -13,6 +13,7 @@
 //! a stream they stay unknown. `raw` writes the samples alone.
 
 use super::output::{Output, write_output};
+use super::sample::{SampleFormat, f32_to_s16};
 use crate::{Error, Result};
 use std::io::Write;
 use std::path::Path;
@@ -24,25 +25,6 @@ pub struct MonoClip {
     pub sample_rate: u32,
     /// Channels in the file before the downmix.
     pub channels: u16,
-}
-
-/// Sample format of a written WAV file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SampleFormat {
-    /// 16-bit signed PCM; samples are clipped to [-1, 1].
-    S16,
-    /// 32-bit IEEE float, unclipped.
-    F32,
-}
-
-impl SampleFormat {
-    /// Bytes per sample.
-    pub fn bytes(self) -> usize {
-        match self {
-            SampleFormat::S16 => 2,
-            SampleFormat::F32 => 4,
-        }
-    }
 }
 
 /// Sample rates accepted on input.
@@ -318,10 +300,7 @@ impl WavWriter {
         match self.format {
             SampleFormat::S16 => {
                 for &x in samples {
-                    // full scale is 32768 as when reading; `as` saturates at 32767 and sends
-                    // NaN to zero
-                    let v = (x.clamp(-1.0, 1.0) * 32768.0).round() as i16;
-                    self.buf.extend_from_slice(&v.to_le_bytes());
+                    self.buf.extend_from_slice(&f32_to_s16(x).to_le_bytes());
                 }
             }
             SampleFormat::F32 => {

@@ -2,12 +2,25 @@
 //! `edgecsm devices` (the ALSA PCM list).
 
 use clap::{Args, ValueEnum};
+use edgecsm::audio::SampleFormat;
 use std::path::PathBuf;
 
+/// `--format` / `--sample-format`: a sample format on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum FormatArg {
+    /// 16-bit PCM (clipped to full scale).
     S16,
+    /// 32-bit float (unclipped).
     F32,
+}
+
+impl From<FormatArg> for SampleFormat {
+    fn from(f: FormatArg) -> SampleFormat {
+        match f {
+            FormatArg::S16 => SampleFormat::S16,
+            FormatArg::F32 => SampleFormat::F32,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -60,9 +73,7 @@ pub fn run_loop(threads: usize, a: LoopArgs) -> edgecsm::Result<()> {
     use edgecsm::Error;
     use edgecsm::kernels::Pool;
     use edgecsm::mimi::Mimi;
-    use edgecsm::stream::{
-        self, AlsaCapture, AlsaPlayback, MimiRoundTrip, Pacing, SampleFormat, StreamConfig,
-    };
+    use edgecsm::stream::{self, AlsaCapture, AlsaPlayback, MimiRoundTrip, Pacing, StreamConfig};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -87,10 +98,7 @@ pub fn run_loop(threads: usize, a: LoopArgs) -> edgecsm::Result<()> {
         channels: a.channels,
         period: mimi.frame_size(),
         periods: a.periods,
-        format: match a.format {
-            FormatArg::S16 => SampleFormat::S16,
-            FormatArg::F32 => SampleFormat::F32,
-        },
+        format: a.format.into(),
         prefill: a.prefill,
         pacing: if a.lossless {
             Pacing::Lossless

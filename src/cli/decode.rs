@@ -1,27 +1,11 @@
 //! `edgecsm decode`: Mimi codes (an int64 NumPy array `[codebooks, frames]`) to a mono WAV file
 //! at the model rate (or raw samples; `--out -` writes to standard output).
 
-use clap::{Args, ValueEnum};
+use super::audio::FormatArg;
+use clap::Args;
 use edgecsm::audio::{Output, SampleFormat, WavWriter, check_codes, read_codes};
 use edgecsm::{Error, Result};
 use std::path::PathBuf;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum SampleFormatArg {
-    /// 16-bit PCM (clipped to full scale).
-    S16,
-    /// 32-bit float (unclipped).
-    F32,
-}
-
-impl SampleFormatArg {
-    pub fn format(self) -> SampleFormat {
-        match self {
-            SampleFormatArg::S16 => SampleFormat::S16,
-            SampleFormatArg::F32 => SampleFormat::F32,
-        }
-    }
-}
 
 #[derive(Args, Debug)]
 pub struct DecodeArgs {
@@ -37,7 +21,7 @@ pub struct DecodeArgs {
     pub out: PathBuf,
     /// Sample format of the output.
     #[arg(long, value_enum, default_value = "s16")]
-    pub sample_format: SampleFormatArg,
+    pub sample_format: FormatArg,
     /// Write raw little-endian samples in --sample-format, without a WAV header.
     #[arg(long)]
     pub raw: bool,
@@ -49,7 +33,7 @@ pub fn run(threads: usize, a: DecodeArgs) -> Result<String> {
     let cfg = super::codec_config(&a.model)?;
     let codes = read_codes(&a.input)?;
     let rows = check_codes(codes.view(), &cfg, &a.input.display().to_string())?;
-    let format = a.sample_format.format();
+    let format: SampleFormat = a.sample_format.into();
     // decoding is in memory: refuse what no WAV file could hold (4 GiB of samples) up front
     let bytes = (codes.ncols() as u64)
         .saturating_mul(cfg.frame_size() as u64)

@@ -5,7 +5,7 @@
 //! stderr. The output is opened first, so an unwritable `--out` fails before any work; a
 //! regular file appears complete or not at all.
 
-use super::decode::SampleFormatArg;
+use super::audio::FormatArg;
 use super::generate::{CodebooksArg, Sampling, SamplingArgs, describe_stop, load_csm};
 use clap::Args;
 use edgecsm::audio::{Output, WavWriter, check_codes, read_codes, read_mono, resample};
@@ -58,7 +58,7 @@ pub struct SayArgs {
     pub codebooks: CodebooksArg,
     /// Sample format of the output.
     #[arg(long, value_enum, default_value = "s16")]
-    pub sample_format: SampleFormatArg,
+    pub sample_format: FormatArg,
     /// Write raw little-endian samples in --sample-format, without a WAV header.
     #[arg(long)]
     pub raw: bool,
@@ -295,7 +295,7 @@ pub fn run(threads: usize, a: SayArgs) -> Result<String> {
         max_frames as f64 * frame_seconds
     );
 
-    let mut wav = WavWriter::start(&mut out, rate as u32, a.sample_format.format(), a.raw)?;
+    let mut wav = WavWriter::start(&mut out, rate as u32, a.sample_format.into(), a.raw)?;
     let mut decoder = MimiDecoderStream::new(codec.clone())?;
     let mut pcm = vec![0.0f32; frame_size];
     let mut decoded = 0;

@@ -100,7 +100,6 @@ pub fn run_serve(threads: usize, a: ServeArgs) -> edgecsm::Result<()> {
     use edgecsm::Error;
     use edgecsm::daemon::vad::GateConfig;
     use edgecsm::daemon::{Daemon, DaemonConfig};
-    use edgecsm::stream::SampleFormat;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
@@ -130,10 +129,7 @@ pub fn run_serve(threads: usize, a: ServeArgs) -> edgecsm::Result<()> {
     cfg.stream.periods = a.periods;
     cfg.stream.prefill = a.prefill;
     cfg.stream.channels = a.channels;
-    cfg.stream.format = match a.format {
-        super::audio::FormatArg::S16 => SampleFormat::S16,
-        super::audio::FormatArg::F32 => SampleFormat::F32,
-    };
+    cfg.stream.format = a.format.into();
     if let Some(note) = random_weight_notice(&a.model) {
         log::warn!("{note}");
     }

@@ -15,6 +15,7 @@
 use super::config::{Pacing, SampleFormat, StreamConfig};
 use super::device::{CaptureDevice, DeviceError, PlaybackDevice};
 use super::stats::Counters;
+use crate::audio::{f32_to_s16, s16_to_f32};
 use crate::{Error, Result};
 use alsa::pcm::{Access, Format, HwParams, PCM};
 use alsa::{Direction, ValueOr};
@@ -391,7 +392,7 @@ fn decode_mono(bytes: &[u8], format: SampleFormat, channels: usize, out: &mut [f
         let mut acc = 0.0;
         for s in frame.chunks_exact(w) {
             acc += match format {
-                SampleFormat::S16 => i16::from_le_bytes([s[0], s[1]]) as f32 / 32768.0,
+                SampleFormat::S16 => s16_to_f32(i16::from_le_bytes([s[0], s[1]])),
                 SampleFormat::F32 => f32::from_le_bytes([s[0], s[1], s[2], s[3]]),
             };
         }
@@ -410,11 +411,6 @@ fn encode_channels(pcm: &[f32], format: SampleFormat, channels: usize, bytes: &m
             }
         }
     }
-}
-
-/// One sample to S16: scaled by 32768, rounded to nearest, clipped (NaN -> 0).
-pub fn f32_to_s16(x: f32) -> i16 {
-    (x * 32768.0).round().clamp(-32768.0, 32767.0) as i16
 }
 
 #[cfg(test)]

@@ -2,31 +2,7 @@
 
 use crate::{Error, Result};
 
-/// Sample format on the ALSA side (the loop itself works in `f32`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SampleFormat {
-    /// Signed 16-bit little-endian (`S16_LE`), the format every device offers.
-    S16,
-    /// 32-bit float little-endian (`FLOAT_LE`).
-    F32,
-}
-
-impl SampleFormat {
-    pub fn bytes(self) -> usize {
-        match self {
-            SampleFormat::S16 => 2,
-            SampleFormat::F32 => 4,
-        }
-    }
-
-    /// ALSA's name of the format, for messages.
-    pub fn alsa_name(self) -> &'static str {
-        match self {
-            SampleFormat::S16 => "S16_LE",
-            SampleFormat::F32 => "FLOAT_LE",
-        }
-    }
-}
+pub use crate::audio::SampleFormat;
 
 /// How the loop treats a device that is not clocked in real time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
