@@ -35,7 +35,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle, Thread};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How long a waiting thread spins before it yields and then sleeps.
 pub const SPIN_NS: u64 = 20_000;
@@ -49,6 +49,8 @@ const SERIAL_BASE: u64 = 2048;
 const SERIAL_MAX: u64 = 32 * 1024;
 /// How long it then yields the CPU (`sched_yield`) before it parks.
 const YIELD_NS: u64 = 100_000;
+/// How often a caller parked for its job's last parts re-checks without being woken.
+const CALLER_RECHECK: Duration = Duration::from_millis(1);
 
 type Job = dyn Fn(usize) + Sync;
 
@@ -223,7 +225,13 @@ impl Pool {
             s.done.fetch_add(1, Ordering::Release);
         }
         let t1 = Instant::now();
-        wait(|| s.done.load(Ordering::Acquire) == parts);
+        // bounded sleeps: the worker that finishes the last part wakes us, but should that
+        // wake-up ever be lost (a CI run under qemu once hung here, never reproduced), the job
+        // still ends within a millisecond of its last part instead of never
+        wait(
+            || s.done.load(Ordering::Acquire) == parts,
+            Some(CALLER_RECHECK),
+        );
         self.account(t1 - t0, t1.elapsed());
         s.busy.store(false, Ordering::Release);
         if let Err(p) = mine {
@@ -315,8 +323,9 @@ fn claim(s: &Shared, generation: u64) -> Option<usize> {
 
 /// Waits until `ready()`: spins [`SPIN_NS`], then yields the CPU for a while, then parks until
 /// whoever makes `ready` true unparks this thread (an unpark that comes between the check and
-/// the park leaves a token, so it is never lost; a spurious wake-up re-checks).
-fn wait(mut ready: impl FnMut() -> bool) {
+/// the park leaves a token, so it is never lost; a spurious wake-up re-checks), or for at most
+/// `recheck` at a time if given.
+fn wait(mut ready: impl FnMut() -> bool, recheck: Option<Duration>) {
     if ready() {
         return;
     }
@@ -338,6 +347,8 @@ fn wait(mut ready: impl FnMut() -> bool) {
         }
         if ns < SPIN_NS + YIELD_NS {
             thread::yield_now();
+        } else if let Some(d) = recheck {
+            thread::park_timeout(d);
         } else {
             thread::park();
         }
@@ -349,10 +360,14 @@ fn worker(s: &Shared) {
     let mut seen = 0u64;
     loop {
         let mut generation = seen;
-        wait(|| {
-            generation = s.state.load(Ordering::Acquire) >> PART_BITS;
-            generation != seen || s.shutdown.load(Ordering::Relaxed)
-        });
+        // an idle worker sleeps until woken (one that is not only leaves its parts to others)
+        wait(
+            || {
+                generation = s.state.load(Ordering::Acquire) >> PART_BITS;
+                generation != seen || s.shutdown.load(Ordering::Relaxed)
+            },
+            None,
+        );
         if s.shutdown.load(Ordering::Acquire) {
             return;
         }
