@@ -353,23 +353,29 @@ fn peaks(k: &Kernels) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     {
         use edgecsm::kernels::KernelSet;
-        let vnni = k.set() == KernelSet::Avx512Vnni;
-        if k.set() == KernelSet::Avx2 || vnni {
-            // SAFETY: the kernel set was selected for this CPU, so it has these features.
-            return unsafe {
-                (
-                    if vnni {
-                        x86_peak::fma512()
-                    } else {
-                        x86_peak::fma()
-                    },
-                    x86_peak::int8(vnni),
-                )
-            };
+        let int8 = match k.set() {
+            KernelSet::Avx2 => x86_peak::Int8::Maddubs,
+            KernelSet::Avx512Vnni => x86_peak::Int8::Evex,
+            KernelSet::AvxVnni => x86_peak::Int8::Vex,
+            _ => return (f64::NAN, f64::NAN),
+        };
+        // SAFETY: the kernel set was selected for this CPU, so it has these features.
+        unsafe {
+            (
+                if k.set() == KernelSet::Avx512Vnni {
+                    x86_peak::fma512()
+                } else {
+                    x86_peak::fma()
+                },
+                x86_peak::int8(int8),
+            )
         }
     }
-    let _ = k;
-    (f64::NAN, f64::NAN)
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = k;
+        (f64::NAN, f64::NAN)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -414,40 +420,73 @@ mod x86_peak {
         (ITERS / 12 * 12 * 16) as f64 / s / 1e9
     }
 
+    /// How a kernel set multiplies int8.
+    #[derive(Clone, Copy, PartialEq)]
+    pub enum Int8 {
+        /// `vpmaddubsw` + `vpmaddwd` + `vpaddd` (AVX2).
+        Maddubs,
+        /// `vpdpbusd`, EVEX (AVX-512VL + VNNI).
+        Evex,
+        /// `vpdpbusd`, VEX (AVX-VNNI).
+        Vex,
+    }
+
     /// # Safety
-    /// AVX2 (and AVX-512VL + VNNI when `vnni`) available.
+    /// AVX2 and the features of `kind` available.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn int8(vnni: bool) -> f64 {
+    pub unsafe fn int8(kind: Int8) -> f64 {
         let (a, b) = (_mm256_set1_epi8(3), _mm256_set1_epi8(-2));
         let t = Instant::now();
-        let macs = if vnni {
-            // SAFETY: the caller checked VNNI.
-            unsafe { dpbusd_loop(a, b) }
-        } else {
-            let ones = _mm256_set1_epi16(1);
-            let mut acc = [_mm256_setzero_si256(); 12];
-            for _ in 0..ITERS / 12 {
-                for v in acc.iter_mut() {
-                    let p = _mm256_maddubs_epi16(a, b);
-                    *v = _mm256_add_epi32(*v, _mm256_madd_epi16(p, ones));
+        let macs = match kind {
+            // SAFETY: the caller checked the features.
+            Int8::Evex => unsafe { dpbusd_evex_loop(a, b) },
+            // SAFETY: the caller checked the features.
+            Int8::Vex => unsafe { dpbusd_vex_loop(a, b) },
+            Int8::Maddubs => {
+                // the products must change every iteration, or the compiler computes them
+                // once outside the loop (it did: a "peak" of 1 100 G MAC/s): `a` alternates,
+                // and each of the 6 accumulators (16 ymm registers in all) has its own `b`
+                let (ones, flip) = (_mm256_set1_epi16(1), _mm256_set1_epi8(1));
+                let bs: [__m256i; 6] = std::array::from_fn(|i| _mm256_set1_epi8(-2 - i as i8));
+                let mut a = a;
+                let mut acc = [_mm256_setzero_si256(); 6];
+                for _ in 0..ITERS / 6 {
+                    a = _mm256_xor_si256(a, flip);
+                    for (v, b) in acc.iter_mut().zip(&bs) {
+                        let p = _mm256_maddubs_epi16(a, *b);
+                        *v = _mm256_add_epi32(*v, _mm256_madd_epi16(p, ones));
+                    }
                 }
+                black_box(acc);
+                (ITERS / 6 * 6 * 32) as f64
             }
-            black_box(acc);
-            (ITERS / 12 * 12 * 32) as f64
         };
         macs / t.elapsed().as_secs_f64() / 1e9
     }
 
-    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-    unsafe fn dpbusd_loop(a: __m256i, b: __m256i) -> f64 {
-        let mut acc = [_mm256_setzero_si256(); 12];
-        for _ in 0..ITERS / 12 {
-            for v in acc.iter_mut() {
-                *v = _mm256_dpbusd_epi32(*v, a, b);
+    /// `$f(acc, a, b)` on 12 independent accumulators: the register-only dot-product loop (a
+    /// macro, so that it compiles with its caller's target features).
+    macro_rules! dot_loop {
+        ($a:expr, $b:expr, $f:path) => {{
+            let mut acc = [_mm256_set1_epi32(0); 12];
+            for _ in 0..ITERS / 12 {
+                for v in acc.iter_mut() {
+                    *v = $f(*v, $a, $b);
+                }
             }
-        }
-        black_box(acc);
-        (ITERS / 12 * 12 * 32) as f64
+            black_box(acc);
+            (ITERS / 12 * 12 * 32) as f64
+        }};
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    unsafe fn dpbusd_evex_loop(a: __m256i, b: __m256i) -> f64 {
+        dot_loop!(a, b, _mm256_dpbusd_epi32)
+    }
+
+    #[target_feature(enable = "avx2,avxvnni")]
+    unsafe fn dpbusd_vex_loop(a: __m256i, b: __m256i) -> f64 {
+        dot_loop!(a, b, _mm256_dpbusd_avx_epi32)
     }
 }
 

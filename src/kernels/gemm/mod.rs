@@ -24,8 +24,9 @@
 //!
 //! # The kernels
 //! - [`scalar`]: the reference tile of each format (set `scalar`, and the fallback).
-//! - `x86`: sets `avx2` and `avx512-vnni`: F32P/F16P 16x6 and 32x12, Q8P and Q4P 8x4
-//!   (`maddubs`) and 16x4 (`vpdpbusd`).
+//! - `x86`: sets `avx2`, `avx512-vnni` and `avx-vnni`: F32P/F16P 16x6 and 32x12, Q8P and Q4P
+//!   8x4 (`maddubs`), 16x4 (`vpdpbusd`, EVEX) and 8x4 (`vpdpbusd`, VEX; its float kernels are
+//!   the `avx2` set's).
 //! - `neon`: sets `neon` (ARMv8.0) and `neon-dotprod` (ARMv8.2): F32P/F16P 8x8 in both, Q8P and
 //!   Q4P 8x4 with `smull`/`sadalp` and with `sdot`.
 //!
@@ -118,6 +119,8 @@ static REGISTRY: &[GemmKernel] = &[
     x86::F16P_VNNI,
     x86::Q8P_VNNI,
     x86::Q4P_VNNI,
+    x86::Q8P_AVXVNNI,
+    x86::Q4P_AVXVNNI,
 ];
 
 #[cfg(target_arch = "aarch64")]
@@ -139,10 +142,12 @@ static REGISTRY: &[GemmKernel] = &[
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 static REGISTRY: &[GemmKernel] = &[scalar::F32P, scalar::F16P, scalar::Q8P, scalar::Q4P];
 
-/// The kernel `set` uses for `format`.
+/// The kernel `set` uses for `format`: its own, else its base set's (see
+/// [`KernelSet::base`]), else the scalar one.
 pub fn select(set: KernelSet, format: PackedFormat) -> &'static GemmKernel {
     let of = |s: KernelSet| REGISTRY.iter().find(|k| k.set == s && k.format == format);
     of(set)
+        .or_else(|| set.base().and_then(of))
         .or_else(|| of(KernelSet::Scalar))
         .expect("every format has a scalar kernel")
 }

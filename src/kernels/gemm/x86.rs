@@ -1,5 +1,7 @@
-//! x86_64 microkernels: AVX2/FMA/F16C (set `avx2`) and AVX-512VL + VNNI (set `avx512-vnni`,
-//! the same float tiles with 32 ymm registers, and `vpdpbusd` for Q8).
+//! x86_64 microkernels: AVX2/FMA/F16C (set `avx2`), AVX-512VL + VNNI (set `avx512-vnni`, the
+//! same float tiles with 32 ymm registers, and `vpdpbusd` for Q8 and Q4) and AVX-VNNI (set
+//! `avx-vnni`: the AVX2 float tiles, and the VNNI integer tiles one panel high with the VEX
+//! form of `vpdpbusd`).
 //!
 //! Every tile is an outer product: a 32-byte load is 8 weight rows (one panel) at one column
 //! (F32P/F16P: 8 values; Q8P: 8 rows x 4 bytes) and is multiplied by a broadcast of one
@@ -118,6 +120,24 @@ pub const Q4P_VNNI: GemmKernel = GemmKernel {
     mr: 2 * PANEL,
     nr: 4,
     tiles: tiles!(q4_vnni, 1, 2, 3, 4),
+};
+
+pub const Q8P_AVXVNNI: GemmKernel = GemmKernel {
+    name: "avx-vnni q8p 8x4",
+    set: KernelSet::AvxVnni,
+    format: PackedFormat::Q8P,
+    mr: PANEL,
+    nr: 4,
+    tiles: tiles!(q8_avxvnni, 1, 2, 3, 4),
+};
+
+pub const Q4P_AVXVNNI: GemmKernel = GemmKernel {
+    name: "avx-vnni q4p 8x4",
+    set: KernelSet::AvxVnni,
+    format: PackedFormat::Q4P,
+    mr: PANEL,
+    nr: 4,
+    tiles: tiles!(q4_avxvnni, 1, 2, 3, 4),
 };
 
 /// A float weight element: eight consecutive values widened to f32.
@@ -491,12 +511,40 @@ unsafe fn q8_avx2<const N: usize>(t: &Tile) {
     }
 }
 
+/// `vpdpbusd` on 256-bit registers: `acc + sum of the four u8 x i8 products of each lane`, in
+/// one of its two encodings (the instruction and its result are the same).
+trait Dpbusd {
+    /// # Safety
+    /// The CPU has the encoding's features (the callers' `target_feature`).
+    unsafe fn dp(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
+}
+
+/// The EVEX form (AVX-512VL + AVX512-VNNI).
+struct Evex;
+impl Dpbusd for Evex {
+    #[inline(always)]
+    unsafe fn dp(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        // SAFETY: inlined into #[target_feature(avx512vl,avx512vnni)] callers only.
+        unsafe { _mm256_dpbusd_epi32(acc, u, s) }
+    }
+}
+
+/// The VEX form (AVX-VNNI: Intel cores from Alder Lake on, also without AVX-512).
+struct Vex;
+impl Dpbusd for Vex {
+    #[inline(always)]
+    unsafe fn dp(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        // SAFETY: inlined into #[target_feature(avxvnni)] callers only.
+        unsafe { _mm256_dpbusd_avx_epi32(acc, u, s) }
+    }
+}
+
 /// # Safety
-/// As [`super::TileFn`]; AVX-512VL + VNNI available.
+/// As [`super::TileFn`]; the features of `D` available.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // register tiles: isum[p][j] over two index ranges
-unsafe fn q8_vnni_body<const P: usize, const N: usize, const C: usize>(t: &Tile) {
-    // SAFETY: inlined into #[target_feature(avx512vl,avx512vnni,..)] callers; panel p's block b group g and token j's activations lie inside the tile (TileFn contract).
+unsafe fn q8_vnni_body<D: Dpbusd, const P: usize, const N: usize, const C: usize>(t: &Tile) {
+    // SAFETY: inlined into callers with D's features; panel p's block b group g and token j's activations lie inside the tile (TileFn contract).
     unsafe {
         let nb = blocks(t.cols);
         let flip = _mm256_set1_epi8(0x80u8 as i8);
@@ -514,12 +562,12 @@ unsafe fn q8_vnni_body<const P: usize, const N: usize, const C: usize>(t: &Tile)
                     }
                     *v = _mm256_loadu_si256(at.cast());
                     // 128 * sum(w): what the +128 on the activations adds
-                    corr[p][g % C] = _mm256_dpbusd_epi32(corr[p][g % C], flip, *v);
+                    corr[p][g % C] = D::dp(corr[p][g % C], flip, *v);
                 }
                 for j in 0..N {
                     let xb = _mm256_xor_si256(x4(t, j, b, g), flip);
                     for p in 0..P {
-                        isum[p][j][g % C] = _mm256_dpbusd_epi32(isum[p][j][g % C], xb, w[p]);
+                        isum[p][j][g % C] = D::dp(isum[p][j][g % C], xb, w[p]);
                     }
                 }
             }
@@ -544,12 +592,12 @@ unsafe fn q8_vnni<const N: usize>(t: &Tile) {
     // SAFETY: features enabled; a second panel only if rows > 8.
     unsafe {
         match (t.rows > PANEL, N) {
-            (true, 1) => q8_vnni_body::<2, N, 4>(t),
-            (true, 2) => q8_vnni_body::<2, N, 2>(t),
-            (true, _) => q8_vnni_body::<2, N, 1>(t),
-            (false, 1) => q8_vnni_body::<1, N, 4>(t),
-            (false, 2) => q8_vnni_body::<1, N, 2>(t),
-            (false, _) => q8_vnni_body::<1, N, 1>(t),
+            (true, 1) => q8_vnni_body::<Evex, 2, N, 4>(t),
+            (true, 2) => q8_vnni_body::<Evex, 2, N, 2>(t),
+            (true, _) => q8_vnni_body::<Evex, 2, N, 1>(t),
+            (false, 1) => q8_vnni_body::<Evex, 1, N, 4>(t),
+            (false, 2) => q8_vnni_body::<Evex, 1, N, 2>(t),
+            (false, _) => q8_vnni_body::<Evex, 1, N, 1>(t),
         }
     }
 }
@@ -619,11 +667,11 @@ unsafe fn q4_avx2<const N: usize>(t: &Tile) {
 }
 
 /// # Safety
-/// As [`super::TileFn`]; AVX-512VL + VNNI available.
+/// As [`super::TileFn`]; the features of `D` available.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // register tiles: isum[p][j] over two index ranges
-unsafe fn q4_vnni_body<const P: usize, const N: usize, const C: usize>(t: &Tile) {
-    // SAFETY: inlined into #[target_feature(avx512vl,avx512vnni,..)] callers; panel p's block b and token j's activations lie inside the tile (TileFn contract).
+unsafe fn q4_vnni_body<D: Dpbusd, const P: usize, const N: usize, const C: usize>(t: &Tile) {
+    // SAFETY: inlined into callers with D's features; panel p's block b and token j's activations lie inside the tile (TileFn contract).
     unsafe {
         let nb = blocks(t.cols);
         let eights = _mm256_set1_epi8(8);
@@ -644,12 +692,12 @@ unsafe fn q4_vnni_body<const P: usize, const N: usize, const C: usize>(t: &Tile)
                 }
                 for j in 0..N {
                     let (xl, xh) = (x4(t, j, b, h), x4(t, j, b, h + 4));
-                    corr[j] = _mm256_dpbusd_epi32(corr[j], eights, xl);
-                    corr[j] = _mm256_dpbusd_epi32(corr[j], eights, xh);
+                    corr[j] = D::dp(corr[j], eights, xl);
+                    corr[j] = D::dp(corr[j], eights, xh);
                     for p in 0..P {
                         let (c0, c1) = ((2 * h) % C, (2 * h + 1) % C);
-                        isum[p][j][c0] = _mm256_dpbusd_epi32(isum[p][j][c0], lo[p], xl);
-                        isum[p][j][c1] = _mm256_dpbusd_epi32(isum[p][j][c1], hi[p], xh);
+                        isum[p][j][c0] = D::dp(isum[p][j][c0], lo[p], xl);
+                        isum[p][j][c1] = D::dp(isum[p][j][c1], hi[p], xh);
                     }
                 }
             }
@@ -673,12 +721,36 @@ unsafe fn q4_vnni<const N: usize>(t: &Tile) {
     // SAFETY: features enabled; a second panel only if rows > 8.
     unsafe {
         match (t.rows > PANEL, N) {
-            (true, 1) => q4_vnni_body::<2, N, 4>(t),
-            (true, 2) => q4_vnni_body::<2, N, 2>(t),
-            (true, _) => q4_vnni_body::<2, N, 1>(t),
-            (false, 1) => q4_vnni_body::<1, N, 4>(t),
-            (false, 2) => q4_vnni_body::<1, N, 2>(t),
-            (false, _) => q4_vnni_body::<1, N, 1>(t),
+            (true, 1) => q4_vnni_body::<Evex, 2, N, 4>(t),
+            (true, 2) => q4_vnni_body::<Evex, 2, N, 2>(t),
+            (true, _) => q4_vnni_body::<Evex, 2, N, 1>(t),
+            (false, 1) => q4_vnni_body::<Evex, 1, N, 4>(t),
+            (false, 2) => q4_vnni_body::<Evex, 1, N, 2>(t),
+            (false, _) => q4_vnni_body::<Evex, 1, N, 1>(t),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn q8_avxvnni<const N: usize>(t: &Tile) {
+    // SAFETY: features enabled; one panel (mr = 8), bounds by the caller.
+    unsafe {
+        match N {
+            1 => q8_vnni_body::<Vex, 1, N, 4>(t),
+            2 => q8_vnni_body::<Vex, 1, N, 2>(t),
+            _ => q8_vnni_body::<Vex, 1, N, 1>(t),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn q4_avxvnni<const N: usize>(t: &Tile) {
+    // SAFETY: features enabled; one panel (mr = 8), bounds by the caller.
+    unsafe {
+        match N {
+            1 => q4_vnni_body::<Vex, 1, N, 4>(t),
+            2 => q4_vnni_body::<Vex, 1, N, 2>(t),
+            _ => q4_vnni_body::<Vex, 1, N, 1>(t),
         }
     }
 }
