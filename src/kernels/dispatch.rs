@@ -329,6 +329,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn avx_vnni_has_its_own_integer_tiles_and_the_avx2_float_ones() {
         use PackedFormat::*;
         let owner = |f| gemm::select(KernelSet::AvxVnni, f).set;
