@@ -53,8 +53,8 @@ for pair in cortex-a72:neon cortex-a76:neon-dotprod max:neon-dotprod; do
     reruns=""
     for b in $bins; do
         echo "-- $(basename "$b")"
-        # A binary that runs past its limit is killed and run once more: qemu-user has hung a
-        # passing suite once (in CI; never reproduced here), and one hang must not eat the
+        # A binary that runs past its limit is killed and run once more: the suite has hung
+        # once under qemu-user (in CI; never reproduced here), and one hang must not eat the
         # whole CI budget. A second hang, or any failure, fails the CPU; a rerun is reported.
         for attempt in 1 2; do
             rc=0
