@@ -336,6 +336,25 @@ fn im2col(s: ConvShape, x: &[f32], g: usize, col: &mut [f32]) {
     }
 }
 
+/// Rearranges a depthwise layer's PyTorch weights `[c, 1, k]` into the `[k, c]` table a
+/// [`ColumnOrder::TapMajor`] depthwise [`conv1d`] or [`conv_transpose1d`] reads (each tap's
+/// weights contiguous); done at load, the tables are a few KB.
+pub fn repack_depthwise(w: &[f32], c: usize, k: usize) -> Vec<f32> {
+    assert_eq!(
+        w.len(),
+        c * k,
+        "repack_depthwise: {} values for [{c}, 1, {k}]",
+        w.len()
+    );
+    let mut t = vec![0f32; c * k];
+    for (ch, row) in w.chunks_exact(k).enumerate() {
+        for (j, &x) in row.iter().enumerate() {
+            t[j * c + ch] = x;
+        }
+    }
+    t
+}
+
 /// Rearranges a dense PyTorch `ConvTranspose1d` weight `[c_in, c_out, k]` into the `[c_out *
 /// k, c_in]` matrix [`conv_transpose1d`] multiplies by, column `i`: row `j * c_out + o` in
 /// [`ColumnOrder::TapMajor`] (what `quantize` stores, [`crate::weights::Layout::ConvTransposeTaps`]),
@@ -538,7 +557,11 @@ mod tests {
                     // `w` in PyTorch's order for the reference, `wo` in the shape's order
                     let w = rand_vec(s.c_out * cols, n as u64 + 1);
                     let wo = in_order(s, &w);
-                    let wd = depthwise_in_order(s, &w);
+                    let wd = if s.is_depthwise() {
+                        depthwise_in_order(s, &w)
+                    } else {
+                        Vec::new()
+                    };
                     let b = rand_vec(s.c_out, n as u64 + 100);
                     let mut scratch = ConvScratch::new();
                     scratch.reserve_conv1d(s, 40);
@@ -591,9 +614,7 @@ mod tests {
     fn depthwise_in_order(s: ConvShape, w: &[f32]) -> Vec<f32> {
         match s.order {
             ColumnOrder::ChannelMajor => w.to_vec(),
-            ColumnOrder::TapMajor => (0..w.len())
-                .map(|e| w[(e % s.c_out) * s.k + e / s.c_out])
-                .collect(),
+            ColumnOrder::TapMajor => repack_depthwise(w, s.c_out, s.k),
         }
     }
 
@@ -637,7 +658,11 @@ mod tests {
                 for s in orders.map(|o| s.with_order(o)) {
                     let cog = s.c_out / s.groups;
                     let w = rand_vec(s.c_in * cog * s.k, n as u64 + 7);
-                    let wd = depthwise_in_order(s, &w);
+                    let wd = if s.is_depthwise() {
+                        depthwise_in_order(s, &w)
+                    } else {
+                        Vec::new()
+                    };
                     let b = rand_vec(s.c_out, n as u64 + 70);
                     let packed;
                     let m = if s.is_depthwise() {

@@ -17,7 +17,9 @@
 
 use crate::kernels::Kernels;
 use crate::kernels::Pool;
-use crate::kernels::conv::{ColumnOrder, ConvScratch, ConvShape, conv_transpose1d, conv1d};
+use crate::kernels::conv::{
+    ColumnOrder, ConvScratch, ConvShape, conv_transpose1d, conv1d, repack_depthwise,
+};
 use crate::weights::{F32Tensor, Layout, WeightMatrix, Weights};
 use crate::{Error, Result};
 
@@ -376,15 +378,10 @@ impl CausalConvTranspose {
 }
 
 /// A depthwise layer's `[c, 1, k]` weights `v` as the F32 `[k, c]` table the tap-major loop
-/// reads (a copy made at load; these tables are a few KB).
+/// reads ([`repack_depthwise`]).
 fn depthwise_taps(w: &Weights, wname: &str, shape: ConvShape, v: &[f32]) -> WeightMatrix {
     let (c, k) = (shape.c_out, shape.k);
-    let mut t = vec![0f32; c * k];
-    for (ch, row) in v.chunks_exact(k).enumerate() {
-        for (j, &x) in row.iter().enumerate() {
-            t[j * c + ch] = x;
-        }
-    }
     let full = format!("{}{wname}", w.prefix());
-    WeightMatrix::from_f32(full, k, c, t).expect("[c, 1, k] has c * k values")
+    WeightMatrix::from_f32(full, k, c, repack_depthwise(v, c, k))
+        .expect("[c, 1, k] has c * k values")
 }
